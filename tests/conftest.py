@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from backend.core.config import Settings
+from backend.db.discovery import import_models
+from backend.main import create_app
+from tests import db
+
+import_models()
+
+
+@pytest.fixture(scope="session")
+def server() -> URL:
+    return db.server_url()
+
+
+@pytest.fixture(scope="session")
+async def template_db(server: URL) -> AsyncIterator[URL]:
+    """A database migrated once by the real `alembic upgrade head`; others are cloned from it."""
+    url = await db.create_database(server)
+    await db.upgrade(url)
+    yield url
+    await db.drop_database(server, str(url.database))
+
+
+@pytest.fixture
+async def empty_db(server: URL) -> AsyncIterator[URL]:
+    url = await db.create_database(server)
+    yield url
+    await db.drop_database(server, str(url.database))
+
+
+@pytest.fixture
+async def migrated_db(server: URL, template_db: URL) -> AsyncIterator[URL]:
+    """A fresh database at head of its own (for tests that change schema or commit)."""
+    url = await db.create_database(server, template=str(template_db.database))
+    yield url
+    await db.drop_database(server, str(url.database))
+
+
+@pytest.fixture(scope="session")
+async def app_db(server: URL, template_db: URL) -> AsyncIterator[URL]:
+    """One migrated database shared by the API tests; each test's writes are rolled back."""
+    url = await db.create_database(server, template=str(template_db.database))
+    yield url
+    await db.drop_database(server, str(url.database))
+
+
+@pytest.fixture(scope="session")
+async def app_engine(app_db: URL) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(app_db)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(app_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with app_engine.connect() as conn:
+        transaction = await conn.begin()
+        yield conn
+        await transaction.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's transaction: their commits only release savepoints."""
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+async def session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+async def app(
+    app_db: URL, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[FastAPI]:
+    """The real app; its request sessions (the real dependency) run on the test's transaction."""
+    application = create_app(Settings(database_url=db.sync_url(app_db)))
+    async with application.router.lifespan_context(application):
+        application.state.sessionmaker = sessionmaker
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
+
+from backend.core.config import Settings
+from backend.db.migrations import head_revisions
+from backend.main import create_app
+from tests import db
+
+HEAD = list(head_revisions())
+
+
+@asynccontextmanager
+async def serving(url: URL) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its own engine on `url`, started and stopped like uvicorn does."""
+    app: FastAPI = create_app(Settings(database_url=db.sync_url(url)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield client
+
+
+async def test_healthz_needs_no_database() -> None:
+    unreachable = URL.create("postgresql+asyncpg", host="127.0.0.1", port=1, database="x")
+    async with serving(unreachable) as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_at_head(migrated_db: URL) -> None:
+    async with serving(migrated_db) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+    assert response.json()["current"] == HEAD
+
+
+async def test_not_ready_behind_head(migrated_db: URL) -> None:
+    await db.downgrade(migrated_db, "-1")
+    behind = sorted(await db.current_revisions(migrated_db))
+    async with serving(migrated_db) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not ready"
+    assert body["current"] == behind
+    assert body["head"] == HEAD
+    assert "behind head" in body["reason"]
+
+
+async def test_not_ready_on_a_database_never_migrated(empty_db: URL) -> None:
+    async with serving(empty_db) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "no alembic_version table" in response.json()["reason"]
+
+
+async def test_not_ready_when_the_database_is_unreachable() -> None:
+    unreachable = URL.create("postgresql+asyncpg", host="127.0.0.1", port=1, database="x")
+    async with serving(unreachable) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reason"].startswith("database unreachable")
+
+
+async def test_ready_when_a_newer_release_already_migrated(migrated_db: URL) -> None:
+    # Rolling update: the new release's init container moved the schema past this code's head.
+    await db.execute(migrated_db, "UPDATE alembic_version SET version_num = 'f00dfacef00d'")
+    async with serving(migrated_db) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert "ahead" in response.json()["reason"]
+
+
+async def test_shutdown_closes_every_connection(migrated_db: URL) -> None:
+    async with serving(migrated_db) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        during = await db.fetch_all(
+            migrated_db,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+    after = await db.fetch_all(
+        migrated_db,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert during == [(1,)]
+    assert after == [(0,)]

@@ -1,0 +1,76 @@
+"""One commit per request at the boundary; rollback on error; commit before the response."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.errors import Conflict
+from backend.db.session import SessionDep
+from backend.modules.user.models import User
+
+router = APIRouter(prefix="/boundary")
+
+
+def make_user(email: str) -> User:
+    return User(email=email, username=uuid.uuid4().hex[:12], hashed_password="x")
+
+
+@router.post("/ok", status_code=201)
+async def add(session: SessionDep, email: str) -> dict[str, str]:
+    session.add(make_user(email))
+    return {"email": email}
+
+
+@router.post("/fails-after-writing", status_code=201)
+async def add_then_fail(session: SessionDep, email: str) -> dict[str, str]:
+    session.add(make_user(email))
+    await session.flush()
+    raise Conflict("changed my mind")
+
+
+@pytest.fixture
+async def client_with_router(app: FastAPI, client: httpx.AsyncClient) -> httpx.AsyncClient:
+    app.include_router(router)
+    return client
+
+
+async def count(session: AsyncSession, email: str) -> int:
+    return (
+        await session.execute(select(func.count()).select_from(User).where(User.email == email))
+    ).scalar_one()
+
+
+async def test_a_successful_request_commits(
+    client_with_router: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client_with_router.post("/boundary/ok", params={"email": "a@example.com"})
+    assert response.status_code == 201
+    assert await count(session, "a@example.com") == 1
+
+
+async def test_a_failing_request_leaves_nothing(
+    client_with_router: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client_with_router.post(
+        "/boundary/fails-after-writing", params={"email": "b@example.com"}
+    )
+    assert response.status_code == 409
+    assert response.json() == {"detail": "changed my mind"}
+    assert await count(session, "b@example.com") == 0
+
+
+async def test_a_commit_that_fails_is_the_response(
+    client_with_router: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The unique violation surfaces only at commit: the client must not have seen a 201."""
+    first = await client_with_router.post("/boundary/ok", params={"email": "c@example.com"})
+    assert first.status_code == 201
+    second = await client_with_router.post("/boundary/ok", params={"email": "c@example.com"})
+    assert second.status_code == 409
+    assert await count(session, "c@example.com") == 1

@@ -1,0 +1,55 @@
+"""Run `alembic` as a separate process, the way an init container or a developer does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from backend.core.config import PROJECT_ROOT
+
+
+def alembic(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path = PROJECT_ROOT,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_alembic(
+    *args: str, env: dict[str, str], cwd: Path = PROJECT_ROOT
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def revision_script(
+    directory: Path, *, revision: str, down_revision: str, upgrade: str, downgrade: str = "pass"
+) -> Path:
+    """Write a test-only revision (into a test-only version location)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{revision}_test_only.py"
+    path.write_text(
+        "from alembic import op\nimport sqlalchemy as sa\n\n"
+        f"revision = {revision!r}\ndown_revision = {down_revision!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade() -> None:\n    {upgrade}\n\n\n"
+        f"def downgrade() -> None:\n    {downgrade}\n"
+    )
+    return path

@@ -1,0 +1,127 @@
+"""Replicas migrating at once, migrations stuck behind locks, the lock's own wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from backend.db.migrations import MIGRATION_LOCK_KEY, SCRIPT_LOCATION, head_revisions
+from tests import db
+from tests.migrations.cli import alembic, revision_script, start_alembic
+
+HEAD = head_revisions()[0]
+
+
+async def test_eight_replicas_upgrade_one_database_at_once(empty_db: URL, tmp_path: Path) -> None:
+    # A slow revision after head keeps the first runner inside the lock while the others arrive.
+    revision_script(
+        tmp_path / "versions",
+        revision="slow0000test",
+        down_revision=HEAD,
+        upgrade=(
+            'op.execute("SELECT pg_sleep(2)"); '
+            'op.create_table("slow_marker", sa.Column("id", sa.Integer, primary_key=True))'
+        ),
+        downgrade='op.drop_table("slow_marker")',
+    )
+    ini = db.write_ini(tmp_path, tmp_path / "versions")
+    env = db.alembic_env(empty_db)
+
+    runners = [start_alembic("-c", str(ini), "upgrade", "head", env=env) for _ in range(8)]
+    outputs = await asyncio.gather(*(asyncio.to_thread(r.communicate, None, 180) for r in runners))
+
+    failures = [err for r, (_, err) in zip(runners, outputs, strict=True) if r.returncode != 0]
+    assert failures == []
+    logs = "".join(err for _, err in outputs)
+    # Every revision ran exactly once across the eight processes.
+    for script in ScriptDirectory(str(SCRIPT_LOCATION)).walk_revisions():
+        parent = script.down_revision or ""
+        assert logs.count(f"Running upgrade {parent} -> {script.revision},") == 1
+    assert logs.count(f"Running upgrade {HEAD} -> slow0000test") == 1
+    assert await db.current_revisions(empty_db) == {"slow0000test"}
+    # The ones that waited re-read the revision after getting the lock and did nothing.
+    assert logs.count("Migration lock held; database at slow0000test") == 7
+
+
+async def test_migration_behind_a_long_transaction_fails_fast(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    revision_script(
+        tmp_path / "versions",
+        revision="addcol00test",
+        down_revision=HEAD,
+        upgrade='op.add_column("users", sa.Column("nickname", sa.Text()))',
+        downgrade='op.drop_column("users", "nickname")',
+    )
+    ini = db.write_ini(tmp_path, tmp_path / "versions")
+    env = db.alembic_env(migrated_db, MIGRATION_LOCK_TIMEOUT="1")
+
+    engine = create_async_engine(migrated_db)
+    try:
+        async with engine.connect() as blocker:
+            # An open transaction that has read `users` holds a lock ALTER TABLE must wait for.
+            await blocker.execute(text("SELECT count(*) FROM users"))
+            started = time.monotonic()
+            result = await asyncio.to_thread(
+                alembic, "-c", str(ini), "upgrade", "head", env=env, timeout=60
+            )
+            elapsed = time.monotonic() - started
+            await blocker.rollback()
+    finally:
+        await engine.dispose()
+
+    assert result.returncode != 0
+    assert "lock_timeout (1s)" in result.stderr
+    assert "another transaction holds a lock" in result.stderr
+    assert elapsed < 30  # without lock_timeout it would wait as long as the blocker lives
+    assert await db.current_revisions(migrated_db) == {HEAD}
+    columns = await db.fetch_all(
+        migrated_db,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'",
+    )
+    assert ("nickname",) not in columns
+
+
+async def test_gives_up_waiting_for_another_runner_and_names_it(migrated_db: URL) -> None:
+    env = db.alembic_env(migrated_db, MIGRATION_LOCK_WAIT="1")
+    engine = create_async_engine(migrated_db)
+    try:
+        async with engine.connect() as holder:
+            pid = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            await holder.commit()
+            result = await asyncio.to_thread(alembic, "upgrade", "head", env=env, timeout=60)
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    finally:
+        await engine.dispose()
+
+    assert result.returncode != 0
+    assert f"waiting for the migration lock held by process {pid}" in result.stderr
+
+
+async def test_lock_is_released_after_a_run(migrated_db: URL) -> None:
+    result = await asyncio.to_thread(alembic, "upgrade", "head", env=db.alembic_env(migrated_db))
+    assert result.returncode == 0, result.stderr
+
+    rows = await db.fetch_all(
+        migrated_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+    )
+    assert rows == [(0,)]
+
+
+def test_offline_sql_needs_no_database() -> None:
+    # Nothing listens on port 1: offline mode must not try.
+    env = {**db.alembic_env(URL.create("postgresql", host="127.0.0.1", port=1, database="x"))}
+    result = alembic("upgrade", "head", "--sql", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "CREATE EXTENSION IF NOT EXISTS vector;" in result.stdout
+    assert "CREATE TABLE users" in result.stdout
+    assert "SET lock_timeout = 5000;" in result.stdout
+    assert "127.0.0.1" not in result.stdout
