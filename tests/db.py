@@ -37,25 +37,25 @@ def sync_url(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-async def create_database(server: URL, *, template: str | None = None) -> URL:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    clause = f' TEMPLATE "{template}"' if template else ""
+async def _on_server(server: URL, statement: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
     engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+            await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+async def create_database(server: URL, *, template: str | None = None) -> URL:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    await _on_server(server, f'CREATE DATABASE "{name}"{clause}')
     return database_url(server, name)
 
 
 async def drop_database(server: URL, name: str) -> None:
-    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await engine.dispose()
+    await _on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def run_alembic(url: URL, action: Callable[..., object], *args: object) -> None:
