@@ -5,31 +5,65 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from backend.core import health
-from backend.core.config import Settings, get_settings
+from backend.core.config import Settings, SettingsError, get_settings
 from backend.core.errors import install_error_handlers
+from backend.core.limits import BodySizeLimit
 from backend.db.session import create_engine, create_sessionmaker
+from backend.modules.file.router import router as file_router
+from backend.modules.file.storage import LocalStorage
+from backend.modules.knowledge_base.embeddings import create_embedder
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
+from backend.modules.knowledge_base.router import router as knowledge_base_router
+from backend.modules.user.router import auth_router
+from backend.modules.user.router import router as user_router
+
+API_PREFIX = "/api/v1"
+
+# One line per module: a new module mounts its router here.
+api = APIRouter(prefix=API_PREFIX)
+api.include_router(auth_router)
+api.include_router(user_router)
+api.include_router(file_router)
+api.include_router(knowledge_base_router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.embedding_dim != EMBEDDING_DIM:
+        raise SettingsError(
+            f"EMBEDDING_DIM is {settings.embedding_dim} but the chunks.embedding column holds "
+            f"vector({EMBEDDING_DIM}): set EMBEDDING_DIM={EMBEDDING_DIM}, or change the column "
+            f"with a migration and re-embed"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.storage = LocalStorage(settings.file_storage_dir)
+        app.state.embedder = create_embedder(settings)
         try:
             yield
         finally:
+            close = getattr(app.state.embedder, "aclose", None)
+            if close is not None:
+                await close()
             await engine.dispose()
 
     app = FastAPI(title="backend", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        exempt={("POST", f"{API_PREFIX}/files")},
+    )
     app.include_router(health.router)
+    app.include_router(api)
     return app
 
 

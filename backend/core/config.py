@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -52,7 +53,8 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    environment: str = "development"
+    # "production" refuses development conveniences (a generated JWT secret).
+    environment: Literal["development", "test", "production"] = "development"
 
     # Unset: an embedded PostgreSQL with pgvector is started under `embedded_db_dir`.
     database_url: str | None = None
@@ -70,6 +72,47 @@ class Settings(BaseSettings):
     migration_lock_timeout: float = Field(default=5.0, ge=0)
     # Seconds one migration statement may run (0 = no limit).
     migration_statement_timeout: float = Field(default=0.0, ge=0)
+
+    # Auth: HS256 access tokens. Unset secret: one is generated per process (development only).
+    jwt_secret: SecretStr | None = None
+    access_token_minutes: int = Field(default=60, ge=1)
+
+    # Files: local directory storage; uploads above the limit are refused while streaming.
+    file_storage_dir: Path = PROJECT_ROOT / ".data" / "files"
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Any other request body (JSON) above this is refused with 413.
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    # Knowledge bases: chunking, embeddings, search.
+    chunk_size: int = Field(default=1000, ge=50)
+    chunk_overlap: int = Field(default=150, ge=0)
+    max_document_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    embedding_provider: Literal["hashing", "openai"] = "hashing"
+    embedding_dim: int = Field(default=384, ge=1)
+    embedding_base_url: str = "https://api.openai.com/v1"
+    embedding_model: str = "text-embedding-3-small"
+    embedding_api_key: SecretStr | None = None
+    embedding_batch_size: int = Field(default=64, ge=1)
+    embedding_timeout: float = Field(default=30.0, gt=0)
+    # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
+    search_exact_max_chunks: int = Field(default=10_000, ge=0)
+    search_ef_search: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.environment == "production" and self.jwt_secret is None:
+            raise ValueError("JWT_SECRET must be set in production (ENVIRONMENT=production)")
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def jwt_key(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return _development_jwt_secret()
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -114,8 +157,15 @@ def load_settings() -> Settings:
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]).upper()
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(message if message.startswith(name) else f"{name}: {message}")
+            named = not name or message.startswith(name)
+            problems.append(message if named else f"{name}: {message}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache
+def _development_jwt_secret() -> str:
+    # Tokens die with the process; fine for a laptop, refused in production.
+    return secrets.token_urlsafe(48)
 
 
 @lru_cache

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -42,6 +44,21 @@ async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResp
     )
 
 
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable `detail` line, and the field-by-field list beside it."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    problems = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return JSONResponse(
+        {"detail": "; ".join(problems) or "Invalid request", "errors": jsonable_encoder(errors)},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(IntegrityError, _integrity_error_handler)

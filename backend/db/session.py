@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,17 +32,43 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+Callback = Callable[[], Awaitable[None]]
+logger = logging.getLogger(__name__)
+
+
+def after_commit(session: AsyncSession, callback: Callback) -> None:
+    """Run `callback` once the request's transaction has committed (e.g. delete a blob)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def after_rollback(session: AsyncSession, callback: Callback) -> None:
+    """Run `callback` if the request's transaction is rolled back (e.g. drop a new blob)."""
+    session.info.setdefault("after_rollback", []).append(callback)
+
+
+async def _run(session: AsyncSession, key: str) -> None:
+    for callback in session.info.pop(key, []):
+        try:
+            await callback()
+        except Exception:
+            # What is left behind (a blob without a row) is what the cleanup job removes.
+            logger.exception("%s callback failed", key)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once at the boundary, rolled back on any error."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
+            await session.commit()
         except BaseException:
             await session.rollback()
+            session.info.pop("after_commit", None)
+            await _run(session, "after_rollback")
             raise
-        else:
-            await session.commit()
+        session.info.pop("after_rollback", None)
+        await _run(session, "after_commit")
 
 
 # scope="function": the commit runs before the response is sent, so a client never sees

@@ -9,7 +9,9 @@ from backend.db.base import Base, Timestamps, UUIDPrimaryKey
 class User(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "users"
 
+    # Stored lower-case (the unique key); `email_as_registered` keeps what the user typed.
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_as_registered: Mapped[str | None] = mapped_column(String(320))
     username: Mapped[str] = mapped_column(String(64), unique=True)
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(server_default=true())

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from backend.db.session import SessionDep
+from backend.modules.file import service
+from backend.modules.file.models import File
+from backend.modules.file.storage import Storage
+from backend.modules.user.dependencies import CurrentUser
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+async def owned_file(file_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> File:
+    """Load the caller's file or 404."""
+    return await service.get(session, owner=user, file_id=file_id)
+
+
+OwnedFile = Annotated[File, Depends(owned_file)]

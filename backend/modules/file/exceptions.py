@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from fastapi import status
+
+from backend.core.errors import AppError, NotFound
+
+
+class FileNotFound(NotFound):
+    detail = "File not found"
+
+
+class FileTooLarge(AppError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"File is larger than the limit of {limit} bytes")
+
+
+class BadUpload(AppError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    detail = "Expected a multipart/form-data body with one file in the field 'file'"

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from backend.db.session import SessionDep
+from backend.modules.file import service
+from backend.modules.file.dependencies import OwnedFile, StorageDep
+from backend.modules.file.exceptions import FileTooLarge
+from backend.modules.file.schemas import FilePage, FileRead
+from backend.modules.file.upload import read_file_field
+from backend.modules.user.dependencies import CurrentUser
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+# Multipart framing around the file; anything beyond limit + this is refused before reading.
+MULTIPART_OVERHEAD = 64 * 1024
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    response_model=FileRead,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=UPLOAD_BODY,
+    responses={413: {"description": "Larger than MAX_UPLOAD_BYTES"}},
+)
+async def upload(
+    request: Request, session: SessionDep, user: CurrentUser, storage: StorageDep
+) -> FileRead:
+    """Upload one file (multipart field `file`), streamed to storage; size and sha256 recorded."""
+    limit: int = request.app.state.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise FileTooLarge(limit)
+    incoming = await read_file_field(request)
+    file = await service.create(
+        session, owner=user, storage=storage, upload=incoming, max_size=limit
+    )
+    return FileRead.model_validate(file)
+
+
+@router.get("", response_model=FilePage, status_code=status.HTTP_200_OK)
+async def list_files(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FilePage:
+    """The caller's files, newest first."""
+    files = await service.list_files(session, owner=user, limit=limit + 1, offset=offset)
+    return FilePage(
+        items=[FileRead.model_validate(f) for f in files[:limit]],
+        limit=limit,
+        offset=offset,
+        has_more=len(files) > limit,
+    )
+
+
+@router.get("/{file_id}", response_model=FileRead, status_code=status.HTTP_200_OK)
+async def read_file(file: OwnedFile) -> FileRead:
+    """One file's metadata."""
+    return FileRead.model_validate(file)
+
+
+def content_disposition(filename: str) -> str:
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+@router.get(
+    "/{file_id}/content",
+    status_code=status.HTTP_200_OK,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download(file: OwnedFile, storage: StorageDep) -> StreamingResponse:
+    """The file's bytes, streamed, as an attachment with its content type."""
+    return StreamingResponse(
+        storage.open(file.storage_key),
+        media_type=file.content_type,
+        headers={
+            "Content-Disposition": content_disposition(file.filename),
+            "Content-Length": str(file.size),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
+async def delete_file(session: SessionDep, file: OwnedFile, storage: StorageDep) -> None:
+    """Delete the file: its row, then its blob once that is committed."""
+    await service.delete(session, file=file, storage=storage)

@@ -1,0 +1,136 @@
+"""Text embedders behind one interface, chosen by settings."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Protocol
+
+import httpx
+import numpy as np
+
+from backend.core.config import Settings
+from backend.core.errors import AppError
+
+
+class EmbeddingError(AppError):
+    status_code = 502
+    detail = "The embedding service failed"
+
+
+class Embedder(Protocol):
+    dimension: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector of `dimension` floats per text, in order."""
+        ...
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Offline and deterministic: signed feature hashing of words and character trigrams.
+
+    Texts sharing words (or word pieces: "migrate"/"migration") get similar vectors. No model,
+    no download; good enough to develop and test retrieval end to end.
+    """
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self._features = lru_cache(maxsize=200_000)(self._word_features)
+
+    def _word_features(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        grams = [f"w:{word}"]
+        padded = f"<{word}>"
+        grams += [padded[i : i + 3] for i in range(len(padded) - 2)]
+        hashes = np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint32)
+        index = (hashes % self.dimension).astype(np.intp)
+        # The word itself weighs as much as all its trigrams together.
+        weight = np.full(len(grams), 1.0 / max(len(grams) - 1, 1))
+        weight[0] = 1.0
+        sign = np.where((hashes >> 31) & 1, -1.0, 1.0) * weight
+        return index, sign
+
+    def _embed_one(self, text: str) -> list[float]:
+        vector = np.zeros(self.dimension)
+        for word in _WORD.findall(text.lower()):
+            index, sign = self._features(word)
+            np.add.at(vector, index, sign)
+        norm = np.linalg.norm(vector)
+        if norm > 0:
+            vector /= norm
+        return vector.tolist()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._embed_one(text) for text in texts]
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible `/embeddings` endpoint (OpenAI, vLLM, Ollama, TEI, ...)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        dimension: int,
+        api_key: str | None,
+        batch_size: int,
+        timeout: float,
+    ) -> None:
+        self.dimension = dimension
+        self.model = model
+        self.batch_size = batch_size
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout
+        )
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors += await self._batch(list(texts[start : start + self.batch_size]))
+        return vectors
+
+    async def _batch(self, texts: list[str]) -> list[list[float]]:
+        payload = {"model": self.model, "input": texts, "dimensions": self.dimension}
+        try:
+            response = await self._client.post("embeddings", json=payload)
+            response.raise_for_status()
+            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in data]
+        except httpx.HTTPError as exc:
+            raise EmbeddingError(f"The embedding service failed: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EmbeddingError(f"The embedding service answered malformed JSON ({exc})") from None
+        if len(vectors) != len(texts):
+            raise EmbeddingError(
+                f"The embedding service returned {len(vectors)} vectors for {len(texts)} texts"
+            )
+        for vector in vectors:
+            if len(vector) != self.dimension:
+                raise EmbeddingError(
+                    f"The embedding model returned {len(vector)}-dimensional vectors; "
+                    f"EMBEDDING_DIM is {self.dimension}"
+                )
+        return vectors
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_provider == "openai":
+        key = settings.embedding_api_key
+        return OpenAIEmbedder(
+            base_url=settings.embedding_base_url,
+            model=settings.embedding_model,
+            dimension=settings.embedding_dim,
+            api_key=key.get_secret_value() if key else None,
+            batch_size=settings.embedding_batch_size,
+            timeout=settings.embedding_timeout,
+        )
+    return HashingEmbedder(settings.embedding_dim)

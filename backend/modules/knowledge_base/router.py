@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, status
+
+from backend.db.session import SessionDep
+from backend.modules.file.dependencies import StorageDep
+from backend.modules.knowledge_base import service
+from backend.modules.knowledge_base.dependencies import EmbedderDep, OwnedKnowledgeBase
+from backend.modules.knowledge_base.schemas import (
+    DocumentCreate,
+    DocumentRead,
+    KnowledgeBaseCreate,
+    KnowledgeBaseRead,
+    KnowledgeBaseUpdate,
+    SearchQuery,
+    SearchResults,
+)
+from backend.modules.user.dependencies import CurrentUser
+
+router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
+
+
+@router.post("", response_model=KnowledgeBaseRead, status_code=status.HTTP_201_CREATED)
+async def create(
+    session: SessionDep, user: CurrentUser, data: KnowledgeBaseCreate
+) -> KnowledgeBaseRead:
+    """Create an empty knowledge base."""
+    return KnowledgeBaseRead.model_validate(await service.create(session, owner=user, data=data))
+
+
+@router.get("", response_model=list[KnowledgeBaseRead], status_code=status.HTTP_200_OK)
+async def list_all(session: SessionDep, user: CurrentUser) -> list[KnowledgeBaseRead]:
+    """The caller's knowledge bases, oldest first."""
+    kbs = await service.list_knowledge_bases(session, owner=user)
+    return [KnowledgeBaseRead.model_validate(kb) for kb in kbs]
+
+
+@router.get("/{kb_id}", response_model=KnowledgeBaseRead, status_code=status.HTTP_200_OK)
+async def read(kb: OwnedKnowledgeBase) -> KnowledgeBaseRead:
+    """One knowledge base."""
+    return KnowledgeBaseRead.model_validate(kb)
+
+
+@router.patch("/{kb_id}", response_model=KnowledgeBaseRead, status_code=status.HTTP_200_OK)
+async def update(
+    session: SessionDep, kb: OwnedKnowledgeBase, data: KnowledgeBaseUpdate
+) -> KnowledgeBaseRead:
+    """Rename it or change its description."""
+    return KnowledgeBaseRead.model_validate(await service.update_kb(session, kb=kb, data=data))
+
+
+@router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
+async def delete(session: SessionDep, kb: OwnedKnowledgeBase) -> None:
+    """Delete it with all its documents and chunks."""
+    await service.delete_kb(session, kb=kb)
+
+
+@router.post("/{kb_id}/documents", response_model=DocumentRead, status_code=status.HTTP_201_CREATED)
+async def add_document(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    kb: OwnedKnowledgeBase,
+    data: DocumentCreate,
+    storage: StorageDep,
+    embedder: EmbedderDep,
+) -> DocumentRead:
+    """Add a document from `{title, text}` or from an uploaded text/markdown `{file_id}`."""
+    document = await service.add_document(
+        session,
+        owner=user,
+        kb=kb,
+        data=data,
+        storage=storage,
+        embedder=embedder,
+        settings=request.app.state.settings,
+    )
+    return DocumentRead.model_validate(document)
+
+
+@router.get("/{kb_id}/documents", response_model=list[DocumentRead], status_code=status.HTTP_200_OK)
+async def list_documents(session: SessionDep, kb: OwnedKnowledgeBase) -> list[DocumentRead]:
+    """The knowledge base's documents, oldest first."""
+    return [DocumentRead.model_validate(d) for d in await service.list_documents(session, kb=kb)]
+
+
+@router.delete(
+    "/{kb_id}/documents/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None
+)
+async def delete_document(session: SessionDep, kb: OwnedKnowledgeBase, doc_id: uuid.UUID) -> None:
+    """Delete a document and its chunks."""
+    await service.delete_document(session, kb=kb, doc_id=doc_id)
+
+
+@router.post("/{kb_id}/search", response_model=SearchResults, status_code=status.HTTP_200_OK)
+async def search(
+    request: Request,
+    session: SessionDep,
+    kb: OwnedKnowledgeBase,
+    data: SearchQuery,
+    embedder: EmbedderDep,
+) -> SearchResults:
+    """The `top_k` chunks nearest the query in this knowledge base, best first."""
+    results = await service.search(
+        session,
+        kb=kb,
+        query=data.query,
+        top_k=data.top_k,
+        embedder=embedder,
+        settings=request.app.state.settings,
+    )
+    return SearchResults(results=results)

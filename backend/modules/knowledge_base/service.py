@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.config import Settings
+from backend.modules.file import service as file_service
+from backend.modules.file.storage import Storage
+from backend.modules.knowledge_base.chunking import split_text
+from backend.modules.knowledge_base.embeddings import Embedder
+from backend.modules.knowledge_base.exceptions import (
+    DocumentNotFound,
+    DocumentTooLarge,
+    EmptyDocument,
+    KnowledgeBaseNotFound,
+    UnsupportedDocumentType,
+)
+from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
+from backend.modules.knowledge_base.schemas import (
+    DocumentCreate,
+    KnowledgeBaseCreate,
+    KnowledgeBaseUpdate,
+    SearchResult,
+)
+from backend.modules.user.models import User
+
+TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
+TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+
+
+async def create(session: AsyncSession, *, owner: User, data: KnowledgeBaseCreate) -> KnowledgeBase:
+    kb = KnowledgeBase(owner_id=owner.id, name=data.name, description=data.description)
+    session.add(kb)
+    await session.flush()
+    await session.refresh(kb)
+    return kb
+
+
+async def get(session: AsyncSession, *, owner: User, kb_id: uuid.UUID) -> KnowledgeBase:
+    """The owner's knowledge base; another user's is as absent as a missing one."""
+    kb = await session.scalar(
+        select(KnowledgeBase).where(KnowledgeBase.id == kb_id, KnowledgeBase.owner_id == owner.id)
+    )
+    if kb is None:
+        raise KnowledgeBaseNotFound()
+    return kb
+
+
+async def list_knowledge_bases(session: AsyncSession, *, owner: User) -> Sequence[KnowledgeBase]:
+    query = (
+        select(KnowledgeBase)
+        .where(KnowledgeBase.owner_id == owner.id)
+        .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def update_kb(
+    session: AsyncSession, *, kb: KnowledgeBase, data: KnowledgeBaseUpdate
+) -> KnowledgeBase:
+    for field in data.model_fields_set:
+        value = getattr(data, field)
+        if field == "name" and value is None:
+            continue
+        setattr(kb, field, value)
+    await session.flush()
+    await session.refresh(kb)
+    return kb
+
+
+async def delete_kb(session: AsyncSession, *, kb: KnowledgeBase) -> None:
+    # Documents and chunks go with it (ON DELETE CASCADE).
+    await session.delete(kb)
+    await session.flush()
+
+
+async def _file_text(
+    session: AsyncSession, *, owner: User, file_id: uuid.UUID, storage: Storage, limit: int
+) -> tuple[str, str]:
+    file = await file_service.get(session, owner=owner, file_id=file_id)
+    is_text = file.content_type in TEXT_TYPES or (
+        file.content_type in ("application/octet-stream", "")
+        and file.filename.lower().endswith(TEXT_SUFFIXES)
+    )
+    if not is_text:
+        raise UnsupportedDocumentType(file.content_type)
+    if file.size > limit:
+        raise DocumentTooLarge(limit)
+    raw = b"".join([chunk async for chunk in storage.open(file.storage_key)])
+    try:
+        return file.filename, raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnsupportedDocumentType(f"{file.content_type} (not UTF-8)") from None
+
+
+async def add_document(
+    session: AsyncSession,
+    *,
+    owner: User,
+    kb: KnowledgeBase,
+    data: DocumentCreate,
+    storage: Storage,
+    embedder: Embedder,
+    settings: Settings,
+) -> Document:
+    """Chunk, embed and store a document; its chunks land in one batch insert."""
+    if data.file_id is not None:
+        filename, body = await _file_text(
+            session,
+            owner=owner,
+            file_id=data.file_id,
+            storage=storage,
+            limit=settings.max_document_bytes,
+        )
+        title = data.title or filename
+    else:
+        assert data.text is not None
+        assert data.title is not None
+        title, body = data.title, data.text
+        if len(body.encode()) > settings.max_document_bytes:
+            raise DocumentTooLarge(settings.max_document_bytes)
+    pieces = split_text(body, size=settings.chunk_size, overlap=settings.chunk_overlap)
+    if not pieces:
+        raise EmptyDocument()
+    vectors = await embedder.embed(pieces)
+
+    document = Document(
+        knowledge_base_id=kb.id,
+        title=title,
+        source_file_id=data.file_id,
+        chunk_count=len(pieces),
+        char_count=len(body),
+    )
+    session.add(document)
+    await session.flush()
+    await session.execute(
+        insert(Chunk),
+        [
+            {
+                "id": uuid.uuid4(),
+                "document_id": document.id,
+                "knowledge_base_id": kb.id,
+                "ordinal": ordinal,
+                "text": piece,
+                "embedding": vector,
+            }
+            for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
+        ],
+    )
+    await _add_to_count(session, kb, len(pieces))
+    await session.refresh(document)
+    return document
+
+
+async def _add_to_count(session: AsyncSession, kb: KnowledgeBase, delta: int) -> None:
+    # In SQL, not Python: two concurrent requests must not lose each other's counts.
+    await session.execute(
+        update(KnowledgeBase)
+        .where(KnowledgeBase.id == kb.id)
+        .values(chunk_count=KnowledgeBase.chunk_count + delta)
+    )
+    await session.refresh(kb)
+
+
+async def list_documents(session: AsyncSession, *, kb: KnowledgeBase) -> Sequence[Document]:
+    query = (
+        select(Document)
+        .where(Document.knowledge_base_id == kb.id)
+        .order_by(Document.created_at, Document.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def delete_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> None:
+    document = await session.scalar(
+        select(Document).where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
+    )
+    if document is None:
+        raise DocumentNotFound()
+    await session.delete(document)
+    await session.flush()
+    await _add_to_count(session, kb, -document.chunk_count)
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    kb: KnowledgeBase,
+    query: str,
+    top_k: int,
+    embedder: Embedder,
+    settings: Settings,
+) -> list[SearchResult]:
+    """The `top_k` chunks of this knowledge base nearest the query (cosine), best first.
+
+    Small knowledge bases are scanned exactly. Large ones use the HNSW index with pgvector's
+    iterative scan, which keeps walking the graph until `top_k` rows pass the knowledge-base
+    filter instead of returning fewer.
+    """
+    [vector] = await embedder.embed([query])
+    if kb.chunk_count <= settings.search_exact_max_chunks:
+        # MATERIALIZED: the planner computes every distance in the knowledge base (exact)
+        # instead of walking the index and filtering afterwards.
+        scoped = (
+            select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
+            .where(Chunk.knowledge_base_id == kb.id)
+            .cte("scoped")
+            .prefix_with("MATERIALIZED")
+        )
+        distance = scoped.c.embedding.cosine_distance(vector).label("distance")
+        statement = (
+            select(scoped.c.id, scoped.c.document_id, scoped.c.text, distance)
+            .order_by(distance)
+            .limit(top_k)
+        )
+    else:
+        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        await session.execute(text(f"SET LOCAL hnsw.ef_search = {settings.search_ef_search:d}"))
+        distance = Chunk.embedding.cosine_distance(vector).label("distance")
+        nearest = (
+            select(Chunk.id, Chunk.document_id, Chunk.text, distance)
+            .where(Chunk.knowledge_base_id == kb.id)
+            .order_by(distance)
+            .limit(top_k)
+            .subquery()
+        )
+        # relaxed_order may return rows slightly out of order: sort the final few again.
+        statement = select(nearest).order_by(nearest.c.distance)
+    rows = (await session.execute(statement)).all()
+    return [
+        SearchResult(chunk_id=r.id, document_id=r.document_id, text=r.text, score=1 - r.distance)
+        for r in rows
+    ]

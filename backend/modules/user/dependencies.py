@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from backend.core.security import read_access_token
+from backend.db.session import SessionDep
+from backend.modules.user import service
+from backend.modules.user.exceptions import InactiveUser, NotAuthenticated, NotSuperuser
+from backend.modules.user.models import User
+
+# auto_error=False: a missing token goes through our error (401 {"detail": ...}) like a bad one.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+async def current_user(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    """The active user the bearer token names; 401 for a missing, bad or expired token."""
+    if not token:
+        raise NotAuthenticated()
+    user_id = read_access_token(token, key=request.app.state.settings.jwt_key)
+    user = await service.get(session, user_id) if user_id else None
+    if user is None:
+        raise NotAuthenticated()
+    if not user.is_active:
+        raise InactiveUser()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise NotSuperuser()
+    return user
+
+
+CurrentSuperuser = Annotated[User, Depends(current_superuser)]

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.security import hash_password, verify_password
+from backend.modules.user.exceptions import (
+    EmailTaken,
+    InactiveUser,
+    InvalidCredentials,
+    UsernameTaken,
+    WrongPassword,
+)
+from backend.modules.user.models import User
+from backend.modules.user.schemas import PasswordChange, UserCreate, UserUpdate
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def _check_free(
+    session: AsyncSession, *, email: str | None, username: str | None, exclude: uuid.UUID | None
+) -> None:
+    for column, value, error in (
+        (User.email, email, EmailTaken),
+        (User.username, username, UsernameTaken),
+    ):
+        if value is None:
+            continue
+        query = select(exists().where(column == value))
+        if exclude is not None:
+            query = select(exists().where(column == value, User.id != exclude))
+        if await session.scalar(query):
+            raise error()
+
+
+async def create(session: AsyncSession, *, data: UserCreate, is_superuser: bool = False) -> User:
+    email = normalise_email(data.email)
+    await _check_free(session, email=email, username=data.username, exclude=None)
+    user = User(
+        email=email,
+        email_as_registered=data.email.strip(),
+        username=data.username,
+        hashed_password=hash_password(data.password),
+        is_superuser=is_superuser,
+    )
+    session.add(user)
+    await session.flush()
+    await session.refresh(user)
+    return user
+
+
+async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def authenticate(session: AsyncSession, *, login: str, password: str) -> User:
+    """The user whose email or username is `login` and whose password matches."""
+    login = login.strip()
+    column = User.email if "@" in login else User.username
+    value = normalise_email(login) if "@" in login else login
+    user = await session.scalar(select(User).where(column == value))
+    if not verify_password(password, user.hashed_password if user else None) or user is None:
+        raise InvalidCredentials()
+    if not user.is_active:
+        raise InactiveUser()
+    return user
+
+
+async def update(session: AsyncSession, *, user: User, data: UserUpdate) -> User:
+    email = normalise_email(data.email) if data.email is not None else None
+    await _check_free(session, email=email, username=data.username, exclude=user.id)
+    if data.email is not None and email is not None:
+        user.email = email
+        user.email_as_registered = data.email.strip()
+    if data.username is not None:
+        user.username = data.username
+    await session.flush()
+    await session.refresh(user)
+    return user
+
+
+async def change_password(session: AsyncSession, *, user: User, data: PasswordChange) -> None:
+    if not verify_password(data.current_password, user.hashed_password):
+        raise WrongPassword()
+    user.hashed_password = hash_password(data.new_password)
+    await session.flush()
+
+
+async def list_users(session: AsyncSession, *, limit: int, offset: int) -> Sequence[User]:
+    query = select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    return (await session.scalars(query)).all()
