@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,12 +91,25 @@ async def session(
         yield session
 
 
+UPLOAD_LIMIT = 1_000_000
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path) -> Path:
+    return tmp_path / "files"
+
+
 @pytest.fixture
 async def app(
-    app_db: URL, sessionmaker: async_sessionmaker[AsyncSession]
+    app_db: URL, sessionmaker: async_sessionmaker[AsyncSession], storage_dir: Path
 ) -> AsyncIterator[FastAPI]:
     """The real app; its request sessions (the real dependency) run on the test's transaction."""
-    application = create_app(Settings(database_url=db.sync_url(app_db)))
+    settings = Settings(
+        database_url=db.sync_url(app_db),
+        file_storage_dir=storage_dir,
+        max_upload_bytes=UPLOAD_LIMIT,
+    )
+    application = create_app(settings)
     async with application.router.lifespan_context(application):
         application.state.sessionmaker = sessionmaker
         yield application
