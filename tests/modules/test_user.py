@@ -22,7 +22,8 @@ async def test_register_login_and_read_me(client: httpx.AsyncClient, session: As
     assert response.status_code == 201
     body = response.json()
     assert body["email"] == "ada@example.com"
-    assert "password" not in str(body) and "hashed" not in str(body)
+    assert "password" not in str(body)
+    assert "hashed" not in str(body)
 
     stored = await session.scalar(select(User).where(User.username == "ada"))
     assert stored is not None
@@ -106,7 +107,7 @@ async def test_update_me_and_change_password(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     await create_user(session, username="someone_else", email="else@example.com")
-    user, headers = await user_with_token(client, session)
+    _user, headers = await user_with_token(client, session)
 
     clash = await client.patch(ME, headers=headers, json={"username": "someone_else"})
     assert clash.status_code == 409

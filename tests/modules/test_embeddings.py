@@ -1,0 +1,104 @@
+"""The OpenAI-compatible embedder against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+
+from backend.core.config import Settings, SettingsError
+from backend.main import create_app
+from backend.modules.knowledge_base.embeddings import EmbeddingError, OpenAIEmbedder
+
+calls: list[dict[str, object]] = []
+
+
+async def stub(scope: dict[str, object], receive: object, send: object) -> None:
+    """A minimal /v1/embeddings: vector i is [len(text), i, 0, ...] of the asked dimension."""
+    assert scope["type"] in ("http", "lifespan")
+    if scope["type"] == "lifespan":
+        return
+    body = b""
+    while True:
+        message = await receive()  # type: ignore[operator]
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    request = json.loads(body)
+    calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})  # type: ignore[call-overload]
+    dim = 5 if request["model"] == "wrong-dim" else request["dimensions"]
+    data = [
+        {"index": i, "embedding": [float(len(t)), float(i)] + [0.0] * (dim - 2)}
+        for i, t in enumerate(request["input"])
+    ][::-1]  # out of order on purpose: the client must sort by index
+    payload = json.dumps({"data": data}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": payload})  # type: ignore[operator]
+
+
+@pytest.fixture(scope="module")
+async def stub_url() -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(stub, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    await task
+
+
+async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
+    calls.clear()
+    embedder = OpenAIEmbedder(
+        base_url=stub_url, model="m", dimension=8, api_key="sk-test", batch_size=2, timeout=5
+    )
+    texts = ["a", "bb", "ccc", "dddd", "eeeee"]
+    vectors = await embedder.embed(texts)
+    await embedder.aclose()
+
+    assert [v[0] for v in vectors] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert all(len(v) == 8 for v in vectors)
+    assert [len(c["input"]) for c in calls] == [2, 2, 1]  # type: ignore[arg-type]
+    assert calls[0]["auth"] == b"Bearer sk-test"
+
+
+async def test_a_model_with_another_dimension_is_a_clear_error(stub_url: str) -> None:
+    embedder = OpenAIEmbedder(
+        base_url=stub_url, model="wrong-dim", dimension=8, api_key=None, batch_size=8, timeout=5
+    )
+    with pytest.raises(EmbeddingError, match="5-dimensional vectors; EMBEDDING_DIM is 8"):
+        await embedder.embed(["x"])
+    await embedder.aclose()
+
+
+async def test_an_unreachable_service_is_a_502_error() -> None:
+    embedder = OpenAIEmbedder(
+        base_url="http://127.0.0.1:1/v1",
+        model="m",
+        dimension=8,
+        api_key=None,
+        batch_size=8,
+        timeout=2,
+    )
+    with pytest.raises(EmbeddingError) as info:
+        await embedder.embed(["x"])
+    assert info.value.status_code == 502
+    await embedder.aclose()
+
+
+def test_configured_dimension_must_match_the_column() -> None:
+    with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 768 .* vector\(384\)"):
+        create_app(Settings(embedding_dim=768))

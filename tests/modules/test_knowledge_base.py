@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.modules.knowledge_base.chunking import split_text
+from backend.modules.knowledge_base.models import Chunk
+from tests.factories import user_with_token
+
+KBS = "/api/v1/knowledge-bases"
+
+CORPUS = {
+    "Alembic": (
+        "Alembic runs database migrations. Every schema change is a revision script with an "
+        "upgrade and a downgrade; autogenerate compares the models with the database."
+    ),
+    "Cooking": (
+        "Boil the pasta in salted water for nine minutes, then toss it with olive oil, garlic "
+        "and parmesan cheese. Serve the spaghetti warm."
+    ),
+    "Astronomy": (
+        "Jupiter is the largest planet of the solar system; its moons Io, Europa, Ganymede and "
+        "Callisto were found by Galileo with an early telescope."
+    ),
+}
+
+
+async def make_kb(client: httpx.AsyncClient, headers: dict[str, str], name: str = "kb") -> str:
+    response = await client.post(KBS, headers=headers, json={"name": name})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def add_text(
+    client: httpx.AsyncClient, headers: dict[str, str], kb: str, title: str, text: str
+) -> httpx.Response:
+    return await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"title": title, "text": text}
+    )
+
+
+async def test_crud(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    _, headers = await user_with_token(client, session)
+    created = await client.post(KBS, headers=headers, json={"name": "Docs", "description": "d"})
+    assert created.status_code == 201
+    kb = created.json()
+    assert (kb["name"], kb["description"], kb["chunk_count"]) == ("Docs", "d", 0)
+
+    assert [k["id"] for k in (await client.get(KBS, headers=headers)).json()] == [kb["id"]]
+    renamed = await client.patch(f"{KBS}/{kb['id']}", headers=headers, json={"name": "Manual"})
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "Manual"
+    assert renamed.json()["description"] == "d"
+
+    await add_text(client, headers, kb["id"], "t", "some text")
+    assert (await client.delete(f"{KBS}/{kb['id']}", headers=headers)).status_code == 204
+    assert (await client.get(f"{KBS}/{kb['id']}", headers=headers)).status_code == 404
+    chunks = await session.scalar(select(func.count()).select_from(Chunk))
+    assert chunks == 0
+
+
+async def test_documents_are_chunked_embedded_and_searchable(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    ids = {}
+    for title, text in CORPUS.items():
+        response = await add_text(client, headers, kb, title, text)
+        assert response.status_code == 201
+        assert response.json()["chunk_count"] == 1
+        ids[title] = response.json()["id"]
+
+    for query, expected in (
+        ("how do I write a database migration revision?", "Alembic"),
+        ("spaghetti with garlic and cheese", "Cooking"),
+        ("moons of the largest planet", "Astronomy"),
+    ):
+        response = await client.post(
+            f"{KBS}/{kb}/search", headers=headers, json={"query": query, "top_k": 3}
+        )
+        assert response.status_code == 200
+        results = response.json()["results"]
+        assert results[0]["document_id"] == ids[expected], query
+        scores = [r["score"] for r in results]
+        assert scores == sorted(scores, reverse=True)
+
+    documents = await client.get(f"{KBS}/{kb}/documents", headers=headers)
+    assert {d["title"] for d in documents.json()} == set(CORPUS)
+    gone = await client.delete(f"{KBS}/{kb}/documents/{ids['Cooking']}", headers=headers)
+    assert gone.status_code == 204
+    after = await client.post(
+        f"{KBS}/{kb}/search", headers=headers, json={"query": "spaghetti", "top_k": 5}
+    )
+    assert ids["Cooking"] not in {r["document_id"] for r in after.json()["results"]}
+    assert (await client.get(f"{KBS}/{kb}", headers=headers)).json()["chunk_count"] == 2
+
+
+async def test_approximate_search_finds_the_same_and_stays_in_its_knowledge_base(
+    client: httpx.AsyncClient, session: AsyncSession, app: FastAPI
+) -> None:
+    _, headers = await user_with_token(client, session)
+    mine, other = await make_kb(client, headers, "mine"), await make_kb(client, headers, "other")
+    for title, text in CORPUS.items():
+        await add_text(client, headers, mine, title, text)
+        await add_text(client, headers, other, title, text)
+
+    exact = await client.post(
+        f"{KBS}/{mine}/search", headers=headers, json={"query": "planet moons", "top_k": 3}
+    )
+    app.state.settings.search_exact_max_chunks = 0  # every knowledge base is "large" now
+    approximate = await client.post(
+        f"{KBS}/{mine}/search", headers=headers, json={"query": "planet moons", "top_k": 3}
+    )
+    assert approximate.status_code == 200
+    # All three chunks of this knowledge base, none of the other's, though the index holds six.
+    assert [r["chunk_id"] for r in approximate.json()["results"]] == [
+        r["chunk_id"] for r in exact.json()["results"]
+    ]
+    assert len(approximate.json()["results"]) == 3
+
+
+async def test_document_from_an_uploaded_markdown_file(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    text = "# Guide\n\n" + "\n\n".join(f"Paragraph {i} about topic {i}. " * 8 for i in range(20))
+    uploaded = await client.post(
+        "/api/v1/files",
+        headers=headers,
+        files={"file": ("guide.md", text.encode(), "text/markdown")},
+    )
+    document = await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"file_id": uploaded.json()["id"]}
+    )
+    assert document.status_code == 201
+    assert document.json()["title"] == "guide.md"
+    assert document.json()["chunk_count"] > 1
+
+    image = await client.post(
+        "/api/v1/files", headers=headers, files={"file": ("a.png", b"\x89PNG....", "image/png")}
+    )
+    refused = await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"file_id": image.json()["id"]}
+    )
+    assert refused.status_code == 415
+
+
+async def test_bad_input_is_a_clear_4xx(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    search = f"{KBS}/{kb}/search"
+    for body in ({"query": "x", "top_k": 0}, {"query": "x", "top_k": 51}, {"query": ""}, {}):
+        assert (await client.post(search, headers=headers, json=body)).status_code == 422
+    empty = await add_text(client, headers, kb, "empty", "   \n  ")
+    assert empty.status_code == 422
+    both = await client.post(
+        f"{KBS}/{kb}/documents",
+        headers=headers,
+        json={"title": "t", "text": "x", "file_id": "6f1d8f7e-55a7-4c59-9a53-6d4b1e0f2a11"},
+    )
+    assert both.status_code == 422
+    missing_file = await client.post(
+        f"{KBS}/{kb}/documents",
+        headers=headers,
+        json={"file_id": "6f1d8f7e-55a7-4c59-9a53-6d4b1e0f2a11"},
+    )
+    assert missing_file.status_code == 404
+    assert (await client.get(f"{KBS}/nope", headers=headers)).status_code == 422
+    assert (await client.post(KBS, headers=headers, json={"name": "  "})).status_code == 422
+
+
+async def test_other_users_knowledge_bases_do_not_exist_for_you(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, alice = await user_with_token(client, session)
+    _, bob = await user_with_token(client, session)
+    kb = await make_kb(client, alice)
+    doc = (await add_text(client, alice, kb, "t", "private words")).json()["id"]
+    alice_file = await client.post(
+        "/api/v1/files", headers=alice, files={"file": ("a.txt", b"alice's", "text/plain")}
+    )
+    bobs_kb = await make_kb(client, bob)
+
+    for method, path, body in (
+        ("GET", f"{KBS}/{kb}", None),
+        ("PATCH", f"{KBS}/{kb}", {"name": "mine now"}),
+        ("DELETE", f"{KBS}/{kb}", None),
+        ("GET", f"{KBS}/{kb}/documents", None),
+        ("POST", f"{KBS}/{kb}/documents", {"title": "t", "text": "x"}),
+        ("DELETE", f"{KBS}/{kb}/documents/{doc}", None),
+        ("POST", f"{KBS}/{kb}/search", {"query": "private"}),
+        # Bob cannot turn Alice's upload into a document of his own either.
+        ("POST", f"{KBS}/{bobs_kb}/documents", {"file_id": alice_file.json()["id"]}),
+    ):
+        response = await client.request(method, path, headers=bob, json=body)
+        assert response.status_code == 404, (method, path)
+    assert [k["id"] for k in (await client.get(KBS, headers=bob)).json()] == [bobs_kb]
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(200, 0), (200, 50), (1000, 150)])
+def test_chunks_cover_the_text_within_size(size: int, overlap: int) -> None:
+    text = " ".join(f"word{i}." if i % 7 == 0 else f"word{i}" for i in range(2000))
+    chunks = split_text(text, size=size, overlap=overlap)
+    assert all(len(c) <= size for c in chunks)
+    words = set(text.replace(".", "").split())
+    covered = set(" ".join(chunks).replace(".", "").split())
+    assert covered == words
+    if overlap:
+        assert chunks[0].split()[-1] in chunks[1]
