@@ -66,12 +66,7 @@ async def list_files(
 ) -> FilePage:
     """The caller's files, newest first."""
     files = await service.list_files(session, owner=user, limit=limit + 1, offset=offset)
-    return FilePage(
-        items=[FileRead.model_validate(f) for f in files[:limit]],
-        limit=limit,
-        offset=offset,
-        has_more=len(files) > limit,
-    )
+    return FilePage.of(files, limit=limit, offset=offset)
 
 
 @router.get("/{file_id}", response_model=FileRead, status_code=status.HTTP_200_OK)

@@ -5,6 +5,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from backend.core.pagination import Page
+
 
 class FileRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -17,8 +19,4 @@ class FileRead(BaseModel):
     created_at: datetime
 
 
-class FilePage(BaseModel):
-    items: list[FileRead]
-    limit: int
-    offset: int
-    has_more: bool
+FilePage = Page[FileRead]

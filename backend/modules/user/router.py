@@ -71,9 +71,4 @@ async def list_users(
 ) -> UserPage:
     """All users, oldest first (superusers only)."""
     users = await service.list_users(session, limit=limit + 1, offset=offset)
-    return UserPage(
-        items=[UserRead.model_validate(u) for u in users[:limit]],
-        limit=limit,
-        offset=offset,
-        has_more=len(users) > limit,
-    )
+    return UserPage.of(users, limit=limit, offset=offset)

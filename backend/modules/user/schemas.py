@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from backend.core.pagination import Page
+
 # Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is proven by mail.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -51,11 +53,7 @@ class UserRead(BaseModel):
     created_at: datetime
 
 
-class UserPage(BaseModel):
-    items: list[UserRead]
-    limit: int
-    offset: int
-    has_more: bool
+UserPage = Page[UserRead]
 
 
 class Token(BaseModel):

@@ -1,0 +1,24 @@
+"""Limit/offset pages: services fetch `limit + 1` rows, `Page.of` tells whether more exist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    limit: int
+    offset: int
+    has_more: bool
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], *, limit: int, offset: int) -> Page[T]:
+        """Build a page from up to `limit + 1` ORM rows (the extra one only signals more)."""
+        item_type = cls.model_fields["items"].annotation.__args__[0]  # type: ignore[union-attr]
+        items = [item_type.model_validate(row) for row in rows[:limit]]
+        return cls(items=items, limit=limit, offset=offset, has_more=len(rows) > limit)
