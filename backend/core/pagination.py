@@ -19,6 +19,12 @@ class Page(BaseModel, Generic[T]):
     @classmethod
     def of(cls, rows: Sequence[Any], *, limit: int, offset: int) -> Page[T]:
         """Build a page from up to `limit + 1` ORM rows (the extra one only signals more)."""
-        item_type = cls.model_fields["items"].annotation.__args__[0]  # type: ignore[union-attr]
-        items = [item_type.model_validate(row) for row in rows[:limit]]
-        return cls(items=items, limit=limit, offset=offset, has_more=len(rows) > limit)
+        return cls.model_validate(
+            {
+                "items": rows[:limit],
+                "limit": limit,
+                "offset": offset,
+                "has_more": len(rows) > limit,
+            },
+            from_attributes=True,
+        )

@@ -40,16 +40,20 @@ def alembic_config(ini: Path | None = None) -> Config:
 
 
 @cache
+def _scripts() -> ScriptDirectory:
+    # Read once per process: the readiness probe asks often.
+    return ScriptDirectory(str(SCRIPT_LOCATION))
+
+
+@cache
 def head_revisions() -> tuple[str, ...]:
-    """The script directory's heads, read once per process (the readiness probe asks often)."""
-    return tuple(sorted(ScriptDirectory(str(SCRIPT_LOCATION)).get_heads()))
+    return tuple(sorted(_scripts().get_heads()))
 
 
 @cache
 def known_revisions() -> frozenset[str]:
     """Every revision id this code has a script for."""
-    script = ScriptDirectory(str(SCRIPT_LOCATION))
-    return frozenset(rev.revision for rev in script.walk_revisions())
+    return frozenset(rev.revision for rev in _scripts().walk_revisions())
 
 
 class MigrationLockTimeout(CommandError):

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import httpx
 import numpy as np
+from anyio import to_thread
 
 from backend.core.config import Settings
 from backend.core.errors import AppError
@@ -65,7 +66,8 @@ class HashingEmbedder:
         return vector.tolist()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [self._embed_one(text) for text in texts]
+        # CPU work: a long document would otherwise stall every other request on this worker.
+        return await to_thread.run_sync(lambda: [self._embed_one(text) for text in texts])
 
 
 class OpenAIEmbedder:

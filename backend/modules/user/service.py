@@ -31,10 +31,10 @@ async def _check_free(
     ):
         if value is None:
             continue
-        query = select(exists().where(column == value))
+        condition = column == value
         if exclude is not None:
-            query = select(exists().where(column == value, User.id != exclude))
-        if await session.scalar(query):
+            condition &= User.id != exclude
+        if await session.scalar(select(exists().where(condition))):
             raise error()
 
 
