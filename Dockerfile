@@ -1,22 +1,38 @@
 # syntax=docker/dockerfile:1
-# Build: dependencies in their own layer (cached until uv.lock changes), then the source.
-FROM python:3.11-slim AS build
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
-ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+# One image serves the API (default command) and migrates the database (`alembic upgrade head`).
+#   docker build -t backend .
+#   docker run --rm --env-file .env backend alembic upgrade head
+#   docker run --rm --env-file .env -p 8000:8000 backend
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+# Build: dependencies in their own layer, cached until pyproject.toml or uv.lock change.
+FROM python:3.11-slim-bookworm AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
-RUN uv sync --locked --no-dev --no-install-project
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-project
+# Then the source: the app, its migrations and their config.
 COPY README.md alembic.ini ./
 COPY backend ./backend
-RUN uv sync --locked --no-dev
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev
 
-# Runtime: no uv, no build tools, not root.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH="/app/.venv/bin:$PATH"
-RUN useradd --system --uid 10001 --home-dir /app app
+# Runtime: the virtualenv and the source only; no uv, no compilers, no dev tools, not root.
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH="/app/.venv/bin:$PATH" \
+    UVICORN_HOST=0.0.0.0 \
+    UVICORN_PORT=8000 \
+    FILE_STORAGE_DIR=/data/files
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
+    && mkdir -p /data/files \
+    && chown app:app /data/files
 WORKDIR /app
-COPY --from=build --chown=app:app /app /app
-USER 10001
+COPY --from=build --chown=root:root /app /app
+USER 10001:10001
 EXPOSE 8000
-# Migrations run from this same image: `alembic upgrade head` (an init container does it).
-CMD ["uvicorn", "backend.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["uvicorn", "backend.main:app", "--no-access-log"]

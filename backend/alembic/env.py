@@ -121,11 +121,32 @@ def _explain(exc: DBAPIError) -> CommandError | None:
     return None
 
 
+def _upgrading_to_head() -> bool:
+    opts = context.get_context().opts
+    fn = opts.get("fn")
+    return getattr(fn, "__name__", "") == "upgrade" and opts.get("destination_rev") in (
+        "head",
+        "heads",
+    )
+
+
 def _migrate(connection: Connection) -> None:
     context.configure(connection=connection, **COMMON_OPTIONS)
     # Read after the lock is held: another replica may have just finished the same work.
     current = context.get_context().get_current_heads()
     logger.info("Migration lock held; database at %s", ", ".join(current) or "base")
+    unknown = set(current) - {script.revision for script in context.script.walk_revisions()}
+    if unknown and _upgrading_to_head():
+        # An older release's pod restarting mid-rollout (or after a rollback of the code only):
+        # its init container must not crash-loop on a revision only the newer image knows.
+        logger.warning(
+            "Database at %s, which this code has no script for: a newer release migrated it. "
+            "Nothing to upgrade. To bring the schema back to this code's head, run "
+            "`alembic downgrade %s` from the newer image.",
+            ", ".join(sorted(unknown)),
+            ", ".join(context.script.get_heads()),
+        )
+        return
     try:
         with context.begin_transaction():
             context.run_migrations()

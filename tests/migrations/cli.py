@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.core.config import PROJECT_ROOT
+from tests.db import write_ini
 
 
 def alembic(
@@ -39,17 +40,17 @@ def start_alembic(
     )
 
 
-def revision_script(
-    directory: Path, *, revision: str, down_revision: str, upgrade: str, downgrade: str = "pass"
+def chain_plus(
+    tmp: Path, *, revision: str, down_revision: str, upgrade: str, downgrade: str = "pass"
 ) -> Path:
-    """Write a test-only revision (into a test-only version location)."""
+    """An alembic.ini for the project's chain plus one test-only revision (in `tmp/versions`)."""
+    directory = tmp / "versions"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{revision}_test_only.py"
-    path.write_text(
+    (directory / f"{revision}_test_only.py").write_text(
         "from alembic import op\nimport sqlalchemy as sa\n\n"
         f"revision = {revision!r}\ndown_revision = {down_revision!r}\n"
         "branch_labels = None\ndepends_on = None\n\n\n"
         f"def upgrade() -> None:\n    {upgrade}\n\n\n"
         f"def downgrade() -> None:\n    {downgrade}\n"
     )
-    return path
+    return write_ini(tmp, directory)

@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.db.migrations import MIGRATION_LOCK_KEY, SCRIPT_LOCATION, head_revisions
 from tests import db
-from tests.migrations.cli import alembic, revision_script, start_alembic
+from tests.migrations.cli import alembic, chain_plus, start_alembic
 
 HEAD = head_revisions()[0]
 
 
 async def test_eight_replicas_upgrade_one_database_at_once(empty_db: URL, tmp_path: Path) -> None:
     # A slow revision after head keeps the first runner inside the lock while the others arrive.
-    revision_script(
-        tmp_path / "versions",
+    ini = chain_plus(
+        tmp_path,
         revision="slow0000test",
         down_revision=HEAD,
         upgrade=(
@@ -30,7 +30,6 @@ async def test_eight_replicas_upgrade_one_database_at_once(empty_db: URL, tmp_pa
         ),
         downgrade='op.drop_table("slow_marker")',
     )
-    ini = db.write_ini(tmp_path, tmp_path / "versions")
     env = db.alembic_env(empty_db)
 
     runners = [start_alembic("-c", str(ini), "upgrade", "head", env=env) for _ in range(8)]
@@ -52,14 +51,13 @@ async def test_eight_replicas_upgrade_one_database_at_once(empty_db: URL, tmp_pa
 async def test_migration_behind_a_long_transaction_fails_fast(
     migrated_db: URL, tmp_path: Path
 ) -> None:
-    revision_script(
-        tmp_path / "versions",
+    ini = chain_plus(
+        tmp_path,
         revision="addcol00test",
         down_revision=HEAD,
         upgrade='op.add_column("users", sa.Column("nickname", sa.Text()))',
         downgrade='op.drop_column("users", "nickname")',
     )
-    ini = db.write_ini(tmp_path, tmp_path / "versions")
     env = db.alembic_env(migrated_db, MIGRATION_LOCK_TIMEOUT="1")
 
     engine = create_async_engine(migrated_db)
@@ -125,3 +123,33 @@ def test_offline_sql_needs_no_database() -> None:
     assert "CREATE TABLE users" in result.stdout
     assert "SET lock_timeout = 5000;" in result.stdout
     assert "127.0.0.1" not in result.stdout
+
+
+async def test_older_release_finds_database_ahead_and_does_nothing(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    # A newer release (this chain plus one revision) migrated the database...
+    ini = chain_plus(
+        tmp_path,
+        revision="newer0000test",
+        down_revision=HEAD,
+        upgrade='op.create_table("newer", sa.Column("id", sa.Integer, primary_key=True))',
+        downgrade='op.drop_table("newer")',
+    )
+    env = db.alembic_env(migrated_db)
+    assert alembic("-c", str(ini), "upgrade", "head", env=env).returncode == 0
+
+    # ...then a pod of this (older) release restarts: its init container must not crash-loop.
+    older = alembic("upgrade", "head", env=env)
+    assert older.returncode == 0, older.stderr
+    assert "Database at newer0000test, which this code has no script for" in older.stderr
+    assert f"`alembic downgrade {HEAD}` from the newer image" in older.stderr
+    assert await db.current_revisions(migrated_db) == {"newer0000test"}
+
+    # Anything but an upgrade to head still refuses an unknown revision.
+    assert alembic("downgrade", "-1", env=env).returncode != 0
+    # The newer image takes the database back, as the message says.
+    back = alembic("-c", str(ini), "downgrade", HEAD, env=env)
+    assert back.returncode == 0, back.stderr
+    assert await db.current_revisions(migrated_db) == {HEAD}
+    assert "newer" not in await db.table_names(migrated_db)

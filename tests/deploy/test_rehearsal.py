@@ -1,0 +1,132 @@
+"""Rehearse a rollout of the prod overlay: three replicas start at once against one database."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from backend.db.migrations import SCRIPT_LOCATION, head_revisions
+from tests import db
+from tests.deploy.artifacts import K8S, Manifest, find, load_yaml, render
+from tests.deploy.kubelet import Pod
+from tests.migrations.cli import chain_plus
+
+REPLICAS = 3
+
+
+@pytest.fixture(scope="module")
+def prod() -> list[Manifest]:
+    return render(K8S / "overlays" / "prod")
+
+
+def secret_for(url: URL) -> dict[str, str]:
+    """The Secret a cluster would hold: the template's keys, with this test's values."""
+    values = {"DATABASE_URL": db.sync_url(url), "JWT_SECRET": secrets.token_urlsafe(48)}
+    template = load_yaml(K8S / "base" / "secret.template.yaml")["stringData"]
+    assert set(template) == set(values)
+    return values
+
+
+def replicas(
+    prod: list[Manifest], url: URL, tmp_path: Path, **overrides: str
+) -> tuple[dict[str, Any], list[Pod]]:
+    spec: dict[str, Any] = find(prod, "Deployment", "backend")["spec"]["template"]["spec"]
+    # The PVC is shared by every replica; each pod has its own /tmp.
+    shared = {
+        v["name"]: tmp_path / v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+    }
+    secret = secret_for(url)
+    pods = []
+    for n in range(REPLICAS):
+        volumes = {v["name"]: tmp_path / f"pod{n}" / v["name"] for v in spec["volumes"]} | shared
+        for path in volumes.values():
+            path.mkdir(parents=True, exist_ok=True)
+        pods.append(Pod(spec, prod, secret, volumes, overrides))
+    return spec, pods
+
+
+async def test_three_replicas_migrate_once_and_all_become_ready(
+    prod: list[Manifest], empty_db: URL, tmp_path: Path
+) -> None:
+    spec, pods = replicas(prod, empty_db, tmp_path)
+    assert spec["initContainers"][0]["command"] == ["alembic", "upgrade", "head"]
+    readiness = spec["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(pod.start) for pod in pods))
+        for pod in pods:
+            assert [r.returncode for r in pod.init_results] == [0], pod.logs()
+        logs = "".join(pod.logs() for pod in pods)
+        for script in ScriptDirectory(str(SCRIPT_LOCATION)).walk_revisions():
+            parent = script.down_revision or ""
+            assert logs.count(f"Running upgrade {parent} -> {script.revision},") == 1
+        assert await db.current_revisions(empty_db) == set(head_revisions())
+
+        statuses = await asyncio.gather(*(pod.wait_ready(readiness) for pod in pods))
+        assert statuses == [200] * REPLICAS
+        # The replicas share the database, the JWT secret and the files volume.
+        account = {"email": "ro@example.com", "username": "rollout", "password": "horse battery"}
+        async with httpx.AsyncClient() as client:
+            first, last = (f"http://127.0.0.1:{p.port}/api/v1" for p in (pods[0], pods[-1]))
+            assert (await client.post(f"{first}/auth/register", json=account)).status_code == 201
+            login = await client.post(
+                f"{last}/auth/token",
+                data={"username": account["email"], "password": account["password"]},
+            )
+            assert login.status_code == 200, login.text
+            auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            upload = await client.post(
+                f"{first}/files", headers=auth, files={"file": ("a.txt", b"shared volume")}
+            )
+            assert upload.status_code == 201, upload.text
+            download = await client.get(f"{last}/files/{upload.json()['id']}/content", headers=auth)
+            assert download.content == b"shared volume"
+    finally:
+        exit_codes = [pod.stop() for pod in pods]
+    # SIGTERM on a rollout is a graceful shutdown (uvicorn then re-raises the signal it got).
+    assert exit_codes == [-signal.SIGTERM] * REPLICAS
+    for pod in pods:
+        assert "Application shutdown complete." in pod.logs()
+
+
+async def test_a_failing_migration_keeps_every_replica_from_serving(
+    prod: list[Manifest], migrated_db: URL, tmp_path: Path
+) -> None:
+    previous = set(head_revisions())
+    (head,) = previous
+    # A test-only script location: the real chain plus a revision that fails halfway through.
+    ini = chain_plus(
+        tmp_path,
+        revision="broken0000test",
+        down_revision=head,
+        upgrade=(
+            'op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True)); '
+            'op.execute("SELECT 1 / 0")'
+        ),
+    )
+    _, pods = replicas(prod, migrated_db, tmp_path, ALEMBIC_CONFIG=str(ini))
+    try:
+        await asyncio.gather(*(asyncio.to_thread(pod.start) for pod in pods))
+        for pod in pods:
+            [init] = pod.init_results
+            assert init.returncode != 0
+            assert "division by zero" in init.stderr
+            assert "broken0000test" in init.stderr
+            assert pod.app is None
+            # Nothing listens where the app would have.
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(httpx.ConnectError):
+                    await client.get(f"http://127.0.0.1:{pod.port}/healthz", timeout=2)
+    finally:
+        for pod in pods:
+            pod.stop()
+    # The database is where it was: the revision and its half-made table rolled back.
+    assert await db.current_revisions(migrated_db) == previous
+    assert "half_done" not in await db.table_names(migrated_db)
