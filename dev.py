@@ -3,6 +3,7 @@
 
     python3 dev.py serve   # migrate the (embedded) database, serve http://127.0.0.1:8000
     python3 dev.py test    # ruff, mypy and the whole test suite
+    python3 dev.py bench   # benchmarks -> bench/results/latest.md and latest.png
 
 Installs uv into .tools/ when it is not on PATH; uv then builds .venv from uv.lock.
 """
@@ -61,7 +62,11 @@ def test(uv: str, extra: list[str]) -> None:
     run(uv, "run", "--locked", "pytest", *extra)
 
 
-COMMANDS = {"serve": serve, "test": test}
+def bench(uv: str, extra: list[str]) -> None:
+    run(uv, "run", "--locked", "python", "-m", "bench.run", *extra)
+
+
+COMMANDS = {"serve": serve, "test": test, "bench": bench}
 
 
 def main() -> None:

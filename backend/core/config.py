@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
     search_ef_search: int = Field(default=100, ge=1, le=1000)
+    # pgvector's iterative index scan: keeps walking the graph until top_k rows pass the filter.
+    search_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

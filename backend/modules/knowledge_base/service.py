@@ -201,6 +201,18 @@ async def search(
     filter instead of returning fewer.
     """
     [vector] = await embedder.embed([query])
+    return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
+
+
+async def nearest_chunks(
+    session: AsyncSession,
+    *,
+    kb: KnowledgeBase,
+    vector: Sequence[float],
+    top_k: int,
+    settings: Settings,
+) -> list[SearchResult]:
+    """The search query itself: the `top_k` chunks of `kb` nearest `vector` (cosine)."""
     if kb.chunk_count <= settings.search_exact_max_chunks:
         # MATERIALIZED: the planner computes every distance in the knowledge base (exact)
         # instead of walking the index and filtering afterwards.
@@ -217,7 +229,9 @@ async def search(
             .limit(top_k)
         )
     else:
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        await session.execute(
+            text(f"SET LOCAL hnsw.iterative_scan = {settings.search_iterative_scan}")
+        )
         await session.execute(text(f"SET LOCAL hnsw.ef_search = {settings.search_ef_search:d}"))
         distance = Chunk.embedding.cosine_distance(vector).label("distance")
         nearest = (

@@ -1,0 +1,281 @@
+"""bench/results/latest.md (tables, targets) and latest.png (the chart)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+DEFAULT_EF = 100
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, status) for every target of the benchmark issue."""
+    rows: list[tuple[str, str, str]] = []
+    for row in results["api"]:
+        if row["endpoint"] == "GET /healthz":
+            continue
+        ok = row["ratio"] >= 0.75
+        rows.append(
+            (f"{row['endpoint']}: req/s >= 0.75x baseline", f"{row['ratio']:.2f}x", _status(ok))
+        )
+        ok = row["p99_ratio"] <= 2
+        rows.append(
+            (f"{row['endpoint']}: p99 <= 2x baseline", f"{row['p99_ratio']:.2f}x", _status(ok))
+        )
+    single = [
+        m
+        for m in results["vectors"]["sets"]["single"]["measurements"]
+        if m["ef_search"] == DEFAULT_EF and m["iterative_scan"] == "relaxed_order"
+    ]
+    for m in single:
+        rows.append(
+            (
+                f"search, {m['kb_chunks']:,} chunks in one KB: p50 <= 5 ms",
+                f"{m['p50_ms']:.2f} ms",
+                _status(m["p50_ms"] <= 5),
+            )
+        )
+        rows.append(
+            ("  ... with recall@10 >= 0.95", f"{m['recall']:.3f}", _status(m["recall"] >= 0.95))
+        )
+    for m in results["vectors"]["sets"]["multi"]["measurements"]:
+        if m["path"] == "exact" or (
+            m["ef_search"] == DEFAULT_EF and m["iterative_scan"] == "relaxed_order"
+        ):
+            rows.append(
+                (
+                    f"per-KB search, KB of {m['kb_chunks']:,} ({m['path']}): recall@10 >= 0.99",
+                    f"{m['recall']:.3f}",
+                    _status(m["recall"] >= 0.99),
+                )
+            )
+    t = results["transfers"]
+    rows += [
+        (
+            f"upload {t['size_mb']} MB >= 100 MB/s",
+            f"{t['upload_mb_s']:.0f} MB/s",
+            _status(t["upload_mb_s"] >= 100),
+        ),
+        (
+            f"download {t['size_mb']} MB >= 100 MB/s",
+            f"{t['download_mb_s']:.0f} MB/s",
+            _status(t["download_mb_s"] >= 100),
+        ),
+        (
+            "upload peak memory growth <= 32 MB",
+            f"{t['upload_peak_growth_mb']:.1f} MB",
+            _status(t["upload_peak_growth_mb"] <= 32),
+        ),
+        (
+            "download peak memory growth <= 32 MB",
+            f"{t['download_peak_growth_mb']:.1f} MB",
+            _status(t["download_peak_growth_mb"] <= 32),
+        ),
+    ]
+    i = results["ingestion"]
+    rows.append(
+        (
+            "ingestion >= 2,000 chunks/s",
+            f"{i['chunks_per_s']:,.0f} chunks/s",
+            _status(i["chunks_per_s"] >= 2000),
+        )
+    )
+    mig, start = results["migrations"], results["startup"]
+    rows += [
+        (
+            "no-op `alembic upgrade head` <= 1.5 s",
+            f"{mig['noop_at_head_s']:.2f} s",
+            _status(mig["noop_at_head_s"] <= 1.5),
+        ),
+        (
+            "process start to /readyz 200 <= 3 s",
+            f"{start['to_ready_s']:.2f} s",
+            _status(start["to_ready_s"] <= 3),
+        ),
+    ]
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    s = results["setup"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"Size `{s['size']}`; {s['cores']} cores; Python {s['python']}. Server under test: one "
+        f"uvicorn worker{' pinned to core 0' if s['pinned'] else ''}, access log off. wrk "
+        f"(1 thread, {s['connections']} connections, {s['duration_s']} s per run)"
+        f"{' and PostgreSQL pinned to core 1' if s['postgres_pinned'] else ''}"
+        f"{'' if s['postgres_pinned'] else '; PostgreSQL not pinned'}. "
+        f"Loopback only. App and baseline runs alternate; medians of {s['repetitions']} "
+        "runs. Regenerate with `python3 dev.py bench`.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | status |",
+        "| --- | --- | --- |",
+        *(f"| {t} | {m} | {st} |" for t, m, st in targets(results)),
+        "",
+        "## API against the raw baseline",
+        "",
+        "Baseline: `bench/baseline.py`, a bare Starlette app on an asyncpg pool of the same size "
+        "doing the same token check and the same SQL, orjson responses.",
+        "",
+        "| endpoint | app req/s | baseline req/s | ratio | app p50 / p99 ms | "
+        "baseline p50 / p99 ms | p99 ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results["api"]:
+        a, b = r["app"], r["baseline"]
+        out.append(
+            f"| `{r['endpoint']}` | {a['rps']:,.0f} | {b['rps']:,.0f} | {r['ratio']:.2f} | "
+            f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | "
+            f"{r['p99_ratio']:.2f} |"
+        )
+    v = results["vectors"]
+    out += [
+        "",
+        "## Vector search",
+        "",
+        f"384 dimensions, clustered synthetic unit vectors, cosine, k=10, "
+        f"{v['size']['queries']} queries per setting, one session per query (as a request has). "
+        "The query is the app's own (`knowledge_base.service.nearest_chunks`); knowledge bases up "
+        f"to {v['size']['exact_max_chunks']:,} chunks are scanned exactly, larger ones use "
+        "the HNSW index (m=16, ef_construction=64). Recall@10 is against exact neighbours.",
+        "",
+        "| data set | rows | HNSW build s | index MB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, data in v["sets"].items():
+        out.append(
+            f"| {name} | {data['rows']:,} | {data['build_s']:.1f} | {data['index_mb']:.0f} |"
+        )
+    out += [
+        "",
+        "| data set | KB chunks | path | ef_search | iterative scan | p50 ms | p99 ms "
+        "| recall@10 |",
+        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for name, data in v["sets"].items():
+        for m in data["measurements"]:
+            exact = m["path"] == "exact"
+            out.append(
+                f"| {name} | {m['kb_chunks']:,} | {m['path']} | "
+                f"{'-' if exact else m['ef_search']} | {'-' if exact else m['iterative_scan']} | "
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['recall']:.3f} |"
+            )
+    t, i = results["transfers"], results["ingestion"]
+    mig, start = results["migrations"], results["startup"]
+    out += [
+        "",
+        "## Uploads and downloads",
+        "",
+        f"One {t['size_mb']} MB file through `POST /api/v1/files` (multipart, streamed) and "
+        "`GET /api/v1/files/{id}/content`; memory is the server's resident set, sampled "
+        "every 5 ms.",
+        "",
+        "| | MB/s | peak memory growth MB |",
+        "| --- | ---: | ---: |",
+        f"| upload | {t['upload_mb_s']:.0f} | {t['upload_peak_growth_mb']:.1f} |",
+        f"| download | {t['download_mb_s']:.0f} | {t['download_peak_growth_mb']:.1f} |",
+        "",
+        "## Ingestion",
+        "",
+        f"A {i['document_mb']:.1f} MB markdown file added to a knowledge base with the default "
+        f"(hashing) embedder: {i['chunks']:,} chunks in {i['seconds']:.2f} s, "
+        f"**{i['chunks_per_s']:,.0f} chunks/s** (chunking, embedding and one batch insert).",
+        "",
+        "## Migrations and start-up",
+        "",
+        "| | seconds (median) |",
+        "| --- | ---: |",
+        f"| `alembic upgrade head`, empty database | {mig['empty_to_head_s']:.2f} |",
+        f"| `alembic upgrade head` at head (no-op; every init container, every rollout) | "
+        f"{mig['noop_at_head_s']:.2f} |",
+        f"| process start to `/readyz` 200 | {start['to_ready_s']:.2f} |",
+        "",
+        "Chart: `latest.png`. Raw figures: `latest.json`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    names = [
+        r["endpoint"].replace("/api/v1", "").replace("POST ", "POST\n") for r in results["api"]
+    ]
+    x = range(len(names))
+    width = 0.38
+    ax = axes[0]
+    ax.bar(
+        [i - width / 2 for i in x], [r["app"]["rps"] for r in results["api"]], width, label="app"
+    )
+    ax.bar(
+        [i + width / 2 for i in x],
+        [r["baseline"]["rps"] for r in results["api"]],
+        width,
+        label="raw baseline",
+    )
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylabel("requests/s (median)")
+    ax.set_title("Throughput per endpoint")
+    ax.legend()
+
+    ax = axes[1]
+    for offset, side, colour in ((-width / 2, "app", "C0"), (width / 2, "baseline", "C1")):
+        ax.bar(
+            [i + offset for i in x],
+            [r[side]["p99_ms"] for r in results["api"]],
+            width,
+            color=colour,
+            alpha=0.35,
+            label=f"{side} p99",
+        )
+        ax.bar(
+            [i + offset for i in x],
+            [r[side]["p50_ms"] for r in results["api"]],
+            width,
+            color=colour,
+            label=f"{side} p50",
+        )
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylabel("latency ms")
+    ax.set_title("Latency percentiles per endpoint")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    for name, data in results["vectors"]["sets"].items():
+        for m in data["measurements"]:
+            label = (
+                f"{name} {m['kb_chunks']:,}: exact"
+                if m["path"] == "exact"
+                else f"{name} {m['kb_chunks']:,}: ef={m['ef_search']} {m['iterative_scan']}"
+            )
+            ax.scatter(m["p50_ms"], m["recall"], label=label, s=30)
+    ax.set_xlabel("p50 latency ms (k=10)")
+    ax.set_ylabel("recall@10")
+    ax.set_title("Vector search: recall against latency per setting")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.suptitle(
+        f"bench ({results['setup']['size']}): one uvicorn worker on core 0, wrk and PostgreSQL "
+        "on core 1, loopback"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    (out / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "latest.md").write_text(markdown(results))
+    chart(results, out / "latest.png")

@@ -1,0 +1,63 @@
+"""The benchmark at its tiny size, so it never rots: it runs, checks its responses, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from backend.core.config import PROJECT_ROOT
+from tests import db
+
+
+def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--size",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--server-url",
+            db.sync_url(server),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    figures = json.loads((tmp_path / "latest.json").read_text())
+    endpoints = [row["endpoint"] for row in figures["api"]]
+    assert endpoints == [
+        "GET /api/v1/users/me",
+        "GET /api/v1/files",
+        "POST /api/v1/knowledge-bases/{id}/search",
+        "GET /healthz",
+    ]
+    for row in figures["api"]:
+        assert row["app"]["rps"] > 0
+        assert row["baseline"]["rps"] > 0
+    assert {"single", "multi"} == set(figures["vectors"]["sets"])
+    for data in figures["vectors"]["sets"].values():
+        assert all(0 <= m["recall"] <= 1 for m in data["measurements"])
+    assert figures["ingestion"]["chunks"] > 0
+
+    report = (tmp_path / "latest.md").read_text()
+    for heading in (
+        "## Targets",
+        "## API against the raw baseline",
+        "## Vector search",
+        "## Uploads and downloads",
+        "## Ingestion",
+        "## Migrations and start-up",
+    ):
+        assert heading in report
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
