@@ -11,7 +11,7 @@ from backend.core import health
 from backend.core.config import Settings, SettingsError, get_settings
 from backend.core.errors import install_error_handlers
 from backend.core.limits import BodySizeLimit
-from backend.db.session import create_engine, create_sessionmaker
+from backend.db.session import create_engine, create_read_sessionmaker, create_sessionmaker
 from backend.modules.file.router import router as file_router
 from backend.modules.file.storage import LocalStorage
 from backend.modules.knowledge_base.embeddings import create_embedder
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.storage = LocalStorage(settings.file_storage_dir)
         app.state.embedder = create_embedder(settings)
         try:

@@ -112,6 +112,8 @@ async def app(
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         application.state.sessionmaker = sessionmaker
+        # Reads share the test's transaction too, so they see its rolled-back writes.
+        application.state.read_sessionmaker = sessionmaker
         yield application
 
 

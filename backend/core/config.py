@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
 
     db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # 0: under load, requests wait for a pooled connection. Overflow connections are closed
+    # on return, so a busy process would keep opening new ones (and re-preparing statements).
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_pool_pre_ping: bool = False
     db_echo: bool = False
 
     # Tables Alembic neither creates nor drops nor reports (LangGraph's checkpointer, ...).

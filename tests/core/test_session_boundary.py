@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.config import Settings
 from backend.core.errors import Conflict
 from backend.db.session import SessionDep
+from backend.main import create_app
 from backend.modules.user.models import User
+from tests import db
 
 router = APIRouter(prefix="/boundary")
 
@@ -74,3 +79,40 @@ async def test_a_commit_that_fails_is_the_response(
     second = await client_with_router.post("/boundary/ok", params={"email": "c@example.com"})
     assert second.status_code == 409
     assert await count(session, "c@example.com") == 1
+
+
+tx_router = APIRouter(prefix="/tx")
+
+
+async def in_transaction(session: AsyncSession) -> dict[str, bool]:
+    await session.execute(select(1))
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return {"in_transaction": driver.is_in_transaction()}
+
+
+@tx_router.get("")
+async def read(session: SessionDep) -> dict[str, bool]:
+    return await in_transaction(session)
+
+
+@tx_router.post("")
+async def write(session: SessionDep) -> dict[str, bool]:
+    return await in_transaction(session)
+
+
+async def test_reads_autocommit_and_writes_run_in_a_transaction(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    """GET pays no BEGIN/COMMIT round trips; anything else gets one transaction."""
+    settings = Settings(database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path)
+    app = create_app(settings)
+    app.include_router(tx_router)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        assert (await client.get("/tx")).json() == {"in_transaction": False}
+        assert (await client.post("/tx")).json() == {"in_transaction": True}
