@@ -372,6 +372,39 @@ def ingestion(app: Server, seed: Seed, size: Size) -> dict[str, Any]:
     }
 
 
+async def index_cost(url: URL, rows: int) -> dict[str, float]:
+    """Where ingestion time goes: `rows` random chunks by COPY, with and without the HNSW index.
+
+    Each in a transaction that is rolled back, so the database is left as it was.
+    """
+    import numpy as np
+    from pgvector.asyncpg import register_vector
+
+    connection = await asyncpg.connect(dsn(url))
+    try:
+        await register_vector(connection)
+        kb, document = await connection.fetchrow(
+            "SELECT knowledge_base_id, id FROM documents LIMIT 1"
+        )
+        vectors = np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = [(uuid.uuid4(), document, kb, n, "x" * 900, v) for n, v in enumerate(vectors)]
+        columns = ["id", "document_id", "knowledge_base_id", "ordinal", "text", "embedding"]
+        seconds = {}
+        for label, drop in (("with_index_s", False), ("without_index_s", True)):
+            transaction = connection.transaction()
+            await transaction.start()
+            if drop:
+                await connection.execute("DROP INDEX ix_chunks_embedding_hnsw")
+            started = time.perf_counter()
+            await connection.copy_records_to_table("chunks", records=records, columns=columns)
+            seconds[label] = time.perf_counter() - started
+            await transaction.rollback()
+    finally:
+        await connection.close()
+    return seconds
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -462,6 +495,7 @@ def main() -> None:
             results["transfers"] = transfers(app, seeded, size, workdir)
             print("ingestion", flush=True)
             results["ingestion"] = ingestion(app, seeded, size)
+            results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
         finally:
             app.stop()
             baseline.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Protocol
@@ -56,14 +57,17 @@ class HashingEmbedder:
         return index, sign
 
     def _embed_one(self, text: str) -> list[float]:
-        vector = np.zeros(self.dimension)
-        for word in _WORD.findall(text.lower()):
-            index, sign = self._features(word)
-            np.add.at(vector, index, sign)
-        norm = np.linalg.norm(vector)
-        if norm > 0:
-            vector /= norm
-        return vector.tolist()
+        counts = Counter(_WORD.findall(text.lower()))
+        if not counts:
+            return [0.0] * self.dimension
+        features = [self._features(word) for word in counts]
+        # One scatter-add for the whole text: each word's features times its count.
+        index = np.concatenate([f[0] for f in features])
+        weight = np.concatenate([f[1] * n for f, n in zip(features, counts.values(), strict=True)])
+        vector: np.ndarray = np.bincount(index, weights=weight, minlength=self.dimension)
+        norm = float(np.linalg.norm(vector))
+        result: list[float] = (vector / norm if norm > 0 else vector).tolist()
+        return result
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         # CPU work: a long document would otherwise stall every other request on this worker.

@@ -229,10 +229,14 @@ async def nearest_chunks(
             .limit(top_k)
         )
     else:
+        # Both settings in one round trip, scoped to this transaction (SET LOCAL).
         await session.execute(
-            text(f"SET LOCAL hnsw.iterative_scan = {settings.search_iterative_scan}")
+            text(
+                "SELECT set_config('hnsw.iterative_scan', :scan, true), "
+                "set_config('hnsw.ef_search', :ef, true)"
+            ),
+            {"scan": settings.search_iterative_scan, "ef": str(settings.search_ef_search)},
         )
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {settings.search_ef_search:d}"))
         distance = Chunk.embedding.cosine_distance(vector).label("distance")
         nearest = (
             select(Chunk.id, Chunk.document_id, Chunk.text, distance)
