@@ -15,6 +15,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,18 +23,22 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import numpy as np
+from pgvector.asyncpg import register_vector
 from sqlalchemy.engine import URL, make_url
 
 from backend.core.config import PROJECT_ROOT
 from backend.db.embedded import embedded_database_url
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from bench import report, vectors
+from bench.db import alembic_upgrade, create_database, drop_database, dsn, scratch_database
 from bench.load import Endpoint, WrkResult, ensure_wrk, wrk
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -81,39 +86,10 @@ def pin_postgres(pgdata: Path) -> bool:
     return True
 
 
-async def fresh_database(server: URL, name: str) -> URL:
-    connection = await asyncpg.connect(dsn(server))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return server.set(database=name)
-
-
-def dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 # --- processes ----------------------------------------------------------------------------------
 
 
-def alembic_upgrade(url: URL) -> float:
-    env = {**os.environ, "DATABASE_URL": dsn(url)}
-    started = time.perf_counter()
-    subprocess.run(
-        [PYTHON, "-m", "alembic", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - started
-
-
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -377,16 +353,13 @@ async def index_cost(url: URL, rows: int) -> dict[str, float]:
 
     Each in a transaction that is rolled back, so the database is left as it was.
     """
-    import numpy as np
-    from pgvector.asyncpg import register_vector
-
     connection = await asyncpg.connect(dsn(url))
     try:
         await register_vector(connection)
         kb, document = await connection.fetchrow(
             "SELECT knowledge_base_id, id FROM documents LIMIT 1"
         )
-        vectors = np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)
+        vectors = np.random.default_rng(1).standard_normal((rows, EMBEDDING_DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         records = [(uuid.uuid4(), document, kb, n, "x" * 900, v) for n, v in enumerate(vectors)]
         columns = ["id", "document_id", "knowledge_base_id", "ordinal", "text", "embedding"]
@@ -408,15 +381,20 @@ async def index_cost(url: URL, rows: int) -> dict[str, float]:
 # --- the run ------------------------------------------------------------------------------------
 
 
+API_DATABASE = "bench_api"
+
+
 async def prepare_api_database(server: URL, size: Size) -> tuple[URL, dict[str, Any]]:
-    """Migration timings: empty -> head (fresh databases), then the no-op upgrade at head."""
+    """Migration timings: empty -> head on fresh databases, then the no-op upgrade at head.
+
+    The last database migrated is the one the API benchmark runs on.
+    """
     empty_runs = []
-    url = server
-    for n in range(size.migration_runs):
-        url = await fresh_database(
-            server, "bench_api" if n == size.migration_runs - 1 else "bench_m"
-        )
-        empty_runs.append(alembic_upgrade(url))
+    for _ in range(size.migration_runs - 1):
+        async with scratch_database(server, "bench_migrations") as scratch:
+            empty_runs.append(alembic_upgrade(scratch))
+    url = await create_database(server, API_DATABASE)
+    empty_runs.append(alembic_upgrade(url))
     noop_runs = [alembic_upgrade(url) for _ in range(max(2, size.migration_runs + 2))]
     return url, {
         "empty_to_head_s": statistics.median(empty_runs),
@@ -462,6 +440,7 @@ def main() -> None:
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     results: dict[str, Any] = {"setup": setup}
+    url: URL | None = None
     try:
         print("migrations", flush=True)
         url, results["migrations"] = asyncio.run(prepare_api_database(server, size))
@@ -484,9 +463,11 @@ def main() -> None:
             probe.stop()
         results["startup"] = {"to_ready_s": statistics.median(startups), "runs": startups}
 
-        app = start_server("backend.main:app", env, "/readyz")
-        baseline = start_server("bench.baseline:app", env, "/healthz")
-        try:
+        with ExitStack() as servers:
+            app = start_server("backend.main:app", env, "/readyz")
+            servers.callback(app.stop)
+            baseline = start_server("bench.baseline:app", env, "/healthz")
+            servers.callback(baseline.stop)
             with httpx.Client(base_url=app.base_url, timeout=120) as client:
                 seeded = seed(client)
             print("API throughput", flush=True)
@@ -496,16 +477,15 @@ def main() -> None:
             print("ingestion", flush=True)
             results["ingestion"] = ingestion(app, seeded, size)
             results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
-        finally:
-            app.stop()
-            baseline.stop()
 
         print("vector search", flush=True)
         if MULTI_CORE:
             os.sched_setaffinity(0, {int(SERVER_CORE)})
-        results["vectors"] = asyncio.run(vectors.run(server, size.vectors, fresh_database))
+        results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if url is not None:
+            asyncio.run(drop_database(server, API_DATABASE))
 
     args.out.mkdir(parents=True, exist_ok=True)
     report.write(results, args.out)

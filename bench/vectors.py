@@ -11,13 +11,9 @@ runs; recall@10 is against exact cosine neighbours computed with numpy.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +23,10 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from backend.core.config import PROJECT_ROOT, Settings
+from backend.core.config import Settings
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, KnowledgeBase
-from backend.modules.knowledge_base.service import nearest_chunks
+from backend.modules.knowledge_base.service import nearest_chunks, uses_exact_search
+from bench.db import alembic_upgrade, dsn, scratch_database
 
 K = 10
 
@@ -69,10 +66,6 @@ def exact_neighbours(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
     scores = queries @ data.T
     top: np.ndarray = np.argpartition(-scores, K, axis=1)[:, :K]
     return top
-
-
-def dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def load(url: URL, kbs: list[KnowledgeBaseData]) -> dict[str, Any]:
@@ -163,23 +156,13 @@ async def measure(
     latencies.sort()
     return {
         "kb_chunks": len(data.vectors),
-        "path": "exact" if len(data.vectors) <= settings.search_exact_max_chunks else "hnsw",
+        "path": "exact" if uses_exact_search(kb, settings) else "hnsw",
         "ef_search": settings.search_ef_search,
         "iterative_scan": settings.search_iterative_scan,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "recall": statistics.mean(recalls),
     }
-
-
-def migrate(url: URL) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": dsn(url)},
-        check=True,
-        capture_output=True,
-    )
 
 
 @dataclass
@@ -197,9 +180,22 @@ def kb_of(rng: np.random.Generator, n: int) -> KnowledgeBaseData:
     )
 
 
-async def run(
-    server: URL, size: VectorSize, fresh_database: Callable[[URL, str], Awaitable[URL]]
-) -> dict[str, Any]:
+def settings_to_try(size: VectorSize, chunks: int) -> list[Settings]:
+    """Exact search has no knobs; HNSW is tried at every ef_search, iterative scan on and off."""
+    if chunks <= size.exact_max_chunks:
+        return [Settings(search_exact_max_chunks=size.exact_max_chunks)]
+    return [
+        Settings(
+            search_exact_max_chunks=size.exact_max_chunks,
+            search_ef_search=ef,
+            search_iterative_scan=scan,
+        )
+        for ef in size.ef_search
+        for scan in ("relaxed_order", "off")
+    ]
+
+
+async def run(server: URL, size: VectorSize) -> dict[str, Any]:
     rng = np.random.default_rng(42)
     results: dict[str, Any] = {"size": size.__dict__, "sets": {}}
 
@@ -210,27 +206,16 @@ async def run(
         ("single", [single], [single]),
         ("multi", [*small, large], [small[0], large]),
     ):
-        url = await fresh_database(server, f"bench_vectors_{name}")
-        migrate(url)
-        loaded = await load(url, kbs)
-        print(f"  {name}: {loaded}", flush=True)
-        measurements = []
-        for kb in probes:
-            # Queries drawn from the knowledge base's own distribution (not points in it).
-            queries = clustered(rng, size.queries, kb.centres)
-            for ef in size.ef_search:
-                for scan in ("relaxed_order", "off"):
-                    settings = Settings(
-                        search_exact_max_chunks=size.exact_max_chunks,
-                        search_ef_search=ef,
-                        search_iterative_scan=scan,
-                    )
-                    m = await measure(url, kb, queries, settings)
-                    measurements.append(m)
-                    print(f"    {m}", flush=True)
-                    if m["path"] == "exact":
-                        break
-                if measurements[-1]["path"] == "exact":
-                    break
+        async with scratch_database(server, f"bench_vectors_{name}") as url:
+            alembic_upgrade(url)
+            loaded = await load(url, kbs)
+            print(f"  {name}: {loaded}", flush=True)
+            measurements = []
+            for kb in probes:
+                # Queries drawn from the knowledge base's own distribution (not points in it).
+                queries = clustered(rng, size.queries, kb.centres)
+                for settings in settings_to_try(size, len(kb.vectors)):
+                    measurements.append(await measure(url, kb, queries, settings))
+                    print(f"    {measurements[-1]}", flush=True)
         results["sets"][name] = {**loaded, "measurements": measurements}
     return results

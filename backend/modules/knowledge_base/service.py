@@ -204,6 +204,11 @@ async def search(
     return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
 
 
+def uses_exact_search(kb: KnowledgeBase, settings: Settings) -> bool:
+    """Small knowledge bases are scanned exactly; larger ones go through the HNSW index."""
+    return kb.chunk_count <= settings.search_exact_max_chunks
+
+
 async def nearest_chunks(
     session: AsyncSession,
     *,
@@ -213,7 +218,7 @@ async def nearest_chunks(
     settings: Settings,
 ) -> list[SearchResult]:
     """The search query itself: the `top_k` chunks of `kb` nearest `vector` (cosine)."""
-    if kb.chunk_count <= settings.search_exact_max_chunks:
+    if uses_exact_search(kb, settings):
         # MATERIALIZED: the planner computes every distance in the knowledge base (exact)
         # instead of walking the index and filtering afterwards.
         scoped = (
