@@ -68,4 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+def _app_or_exit() -> FastAPI:
+    try:
+        return create_app()
+    except SettingsError as exc:
+        # One line a person can act on, not a traceback through uvicorn's importer.
+        raise SystemExit(f"backend: {exc} (set in the environment or .env)") from None
+
+
+app = _app_or_exit()

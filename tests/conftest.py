@@ -37,6 +37,17 @@ async def template_db(server: URL) -> AsyncIterator[URL]:
     await db.drop_database(server, str(url.database))
 
 
+@pytest.fixture(scope="session")
+async def schema_in_sync(template_db: URL) -> None:
+    """Skip what needs the migrated schema when the models have drifted from the migrations.
+
+    A model column without a revision would otherwise fail every API test with "column does not
+    exist"; instead `test_models_match_migrations` fails, once, saying which revision to write.
+    """
+    if await db.schema_drift(template_db) is not None:
+        pytest.skip("models and migrations differ: see test_models_match_migrations")
+
+
 @pytest.fixture
 async def empty_db(server: URL) -> AsyncIterator[URL]:
     url = await db.create_database(server)
@@ -45,7 +56,7 @@ async def empty_db(server: URL) -> AsyncIterator[URL]:
 
 
 @pytest.fixture
-async def migrated_db(server: URL, template_db: URL) -> AsyncIterator[URL]:
+async def migrated_db(server: URL, template_db: URL, schema_in_sync: None) -> AsyncIterator[URL]:
     """A fresh database at head of its own (for tests that change schema or commit)."""
     url = await db.create_database(server, template=str(template_db.database))
     yield url
@@ -53,7 +64,7 @@ async def migrated_db(server: URL, template_db: URL) -> AsyncIterator[URL]:
 
 
 @pytest.fixture(scope="session")
-async def app_db(server: URL, template_db: URL) -> AsyncIterator[URL]:
+async def app_db(server: URL, template_db: URL, schema_in_sync: None) -> AsyncIterator[URL]:
     """One migrated database shared by the API tests; each test's writes are rolled back."""
     url = await db.create_database(server, template=str(template_db.database))
     yield url

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from logging.config import fileConfig
 from typing import Any
 
@@ -13,18 +14,20 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError, msg
 from sqlalchemy import Connection, pool, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.core.config import get_settings
+from backend.core.config import PROJECT_ROOT, SettingsError, get_settings
 from backend.db.base import Base
-from backend.db.discovery import import_models
+from backend.db.discovery import ModuleDiscoveryError, import_models
+from backend.db.embedded import EmbeddedDatabaseUnavailable
 from backend.db.migrations import (
-    LOCK_NOT_AVAILABLE,
-    QUERY_CANCELED,
+    describe_failure,
+    describe_revision_error,
     migration_lock,
     run_async,
 )
+from backend.db.review import review
 
 config = context.config
 # A connection handed in means a program (a test, a tool) drives Alembic and owns logging.
@@ -33,9 +36,32 @@ if handed_in is None and config.config_file_name and config.file_config.has_sect
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
-settings = get_settings()
-import_models()
+if config.get_main_option("wrong_directory"):
+    # backend/alembic.ini: someone ran Alembic from backend/ (as many guides do).
+    raise CommandError(
+        f"run Alembic from the repository root ({PROJECT_ROOT}), where alembic.ini is: "
+        f"`cd .. && python3 dev.py alembic ...` (or `uv run alembic ...`)"
+    )
+
+try:
+    settings = get_settings()
+    import_models()
+except (SettingsError, ModuleDiscoveryError) as exc:
+    raise CommandError(str(exc)) from None
 target_metadata = Base.metadata
+
+# Steps of Alembic's commands that only read: `current`, `check`, `revision --autogenerate`,
+# `history --indicate-current`. They never wait for another replica's migration lock.
+READ_ONLY_STEPS = frozenset(
+    {
+        "display_version",
+        "retrieve_migrations",
+        "nothing",
+        "show_current",
+        "_display_current_history",
+        "edit_current",
+    }
+)
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
@@ -64,20 +90,23 @@ def process_revision_directives(
     revision: str | Iterable[str | None] | Iterable[str],
     directives: list[MigrationScript],
 ) -> None:
-    """`alembic revision --autogenerate` that finds nothing writes no file.
+    """`alembic revision --autogenerate`: no file when nothing changed, review notes otherwise.
 
-    Only for the command line's `revision`: `alembic check` runs this hook too and must keep its
-    directives, and a program calling `command.revision()` gets the script back to inspect.
+    Alembic's documented recipe keys on the command line's `--autogenerate`, so `alembic check`
+    and programs calling `command.revision()` get the plain directives.
     """
-    command = getattr(config.cmd_opts, "cmd", None)
-    if not command or command[0].__name__ != "revision":
-        return
     if not getattr(config.cmd_opts, "autogenerate", False):
         return
     script = directives[0]
-    if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+    if script.upgrade_ops is None or script.upgrade_ops.is_empty():
         directives[:] = []
         msg("No changes in schema detected; no revision file written.")
+        return
+    notes = review(script.upgrade_ops)
+    if notes:
+        msg(f"Review {len(notes)} operation(s) before upgrading (marked `# REVIEW` in the script):")
+        for note in notes:
+            msg(f"  - {note.kind}: {note.message}")
 
 
 COMMON_OPTIONS: dict[str, Any] = {
@@ -101,37 +130,29 @@ def _timeout_sql(local: bool) -> list[str]:
     ]
 
 
-def _explain(exc: DBAPIError) -> CommandError | None:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    detail = str(exc.orig).strip()
-    if code == LOCK_NOT_AVAILABLE:
-        return CommandError(
-            f"migration stopped after lock_timeout ({settings.migration_lock_timeout:g}s): "
-            f"another transaction holds a lock on a table this migration changes ({detail}). "
-            f"The failed migration was rolled back; `alembic current` shows where the database "
-            f"is. Find the blocker in pg_stat_activity, or retry when traffic is quieter "
-            f"(MIGRATION_LOCK_TIMEOUT sets the wait)."
-        )
-    if code == QUERY_CANCELED:
-        return CommandError(
-            f"migration stopped after statement_timeout "
-            f"({settings.migration_statement_timeout:g}s): {detail}. The failed migration was "
-            f"rolled back; MIGRATION_STATEMENT_TIMEOUT sets the limit."
-        )
-    return None
+def _step() -> str:
+    return getattr(context.get_context().opts.get("fn"), "__name__", "")
 
 
 def _upgrading_to_head() -> bool:
-    opts = context.get_context().opts
-    fn = opts.get("fn")
-    return getattr(fn, "__name__", "") == "upgrade" and opts.get("destination_rev") in (
+    return _step() == "upgrade" and context.get_context().opts.get("destination_rev") in (
         "head",
         "heads",
     )
 
 
-def _migrate(connection: Connection) -> None:
-    context.configure(connection=connection, **COMMON_OPTIONS)
+def _run() -> None:
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    except CommandError as exc:
+        explained = describe_revision_error(str(exc), list(context.script.get_heads()))
+        if explained is None:
+            raise
+        raise CommandError(explained) from None
+
+
+def _migrate() -> None:
     # Read after the lock is held: another replica may have just finished the same work.
     current = context.get_context().get_current_heads()
     logger.info("Migration lock held; database at %s", ", ".join(current) or "base")
@@ -147,14 +168,7 @@ def _migrate(connection: Connection) -> None:
             ", ".join(context.script.get_heads()),
         )
         return
-    try:
-        with context.begin_transaction():
-            context.run_migrations()
-    except DBAPIError as exc:
-        explained = _explain(exc)
-        if explained is None:
-            raise
-        raise explained from exc
+    _run()
 
 
 def do_run_migrations(connection: Connection) -> None:
@@ -163,18 +177,24 @@ def do_run_migrations(connection: Connection) -> None:
         with migration_lock(connection, wait=settings.migration_lock_wait, commit=False):
             for statement in _timeout_sql(local=True):
                 connection.exec_driver_sql(statement)
-            _migrate(connection)
+            context.configure(connection=connection, **COMMON_OPTIONS)
+            _migrate()
+        return
+
+    # Configured with no transaction open, so Alembic manages (and commits) its own.
+    context.configure(connection=connection, **COMMON_OPTIONS)
+    if _step() in READ_ONLY_STEPS:
+        # `current`, `check`, autogenerate: answer now, even while a migration runs.
+        _run()
         return
 
     with migration_lock(connection, wait=settings.migration_lock_wait):
         # Only now, holding the lock: waiting for it must not be cut short by lock_timeout.
         for statement in _timeout_sql(local=False):
             connection.exec_driver_sql(statement)
-        # Commit before configure: otherwise Alembic treats this transaction as the caller's
-        # and never commits the DDL.
         connection.commit()
         try:
-            _migrate(connection)
+            _migrate()
         finally:
             if connection.in_transaction():
                 connection.rollback()
@@ -183,21 +203,40 @@ def do_run_migrations(connection: Connection) -> None:
             connection.commit()
 
 
-async def run_async_migrations(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        await connection.run_sync(do_run_migrations)
+@contextmanager
+def _explaining(url: URL) -> Iterator[None]:
+    """Turn the failures people meet into one line: Alembic prints a CommandError and exits 1."""
+    try:
+        yield
+    except CommandError:
+        raise
+    except Exception as exc:
+        message = describe_failure(
+            exc,
+            url=url,
+            lock_timeout=settings.migration_lock_timeout,
+            statement_timeout=settings.migration_statement_timeout,
+        )
+        if message is None:
+            raise
+        # The one line is the message; the chained traceback would bury it.
+        raise CommandError(message) from None
 
 
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if isinstance(connectable, Connection):
-        do_run_migrations(connectable)
+        with _explaining(connectable.engine.url):
+            do_run_migrations(connectable)
         return
 
     if isinstance(connectable, AsyncEngine):
         url = connectable.url
     elif connectable is None:
-        url = settings.sqlalchemy_url()
+        try:
+            url = settings.sqlalchemy_url()
+        except EmbeddedDatabaseUnavailable as exc:
+            raise CommandError(str(exc)) from None
     else:
         raise CommandError(
             f'config.attributes["connection"] must be a Connection or an AsyncEngine, '
@@ -209,11 +248,13 @@ def run_migrations_online() -> None:
         # another event loop, and a migration run should leave no connection behind.
         engine = create_async_engine(url, poolclass=pool.NullPool)
         try:
-            await run_async_migrations(engine)
+            async with engine.connect() as connection:
+                await connection.run_sync(do_run_migrations)
         finally:
             await engine.dispose()
 
-    run_async(migrate)
+    with _explaining(url):
+        run_async(migrate)
 
 
 def run_migrations_offline() -> None:
@@ -226,8 +267,7 @@ def run_migrations_offline() -> None:
     )
     for statement in _timeout_sql(local=False):
         context.execute(statement)
-    with context.begin_transaction():
-        context.run_migrations()
+    _run()
 
 
 if context.is_offline_mode():

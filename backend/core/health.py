@@ -58,8 +58,15 @@ async def readyz(request: Request, response: Response) -> Readiness:
         reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         return Readiness(status="not ready", reason=f"database unreachable ({reason})", head=head)
 
-    if current is None:
+    readiness = assess(current, head, known_revisions())
+    if readiness.status != "ready":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return readiness
+
+
+def assess(current: list[str] | None, head: list[str], known: frozenset[str]) -> Readiness:
+    """Compare the database's revisions (None: never migrated) with this code's heads."""
+    if current is None:
         return Readiness(
             status="not ready",
             reason="database has no alembic_version table: run `alembic upgrade head`",
@@ -67,20 +74,22 @@ async def readyz(request: Request, response: Response) -> Readiness:
         )
     if set(current) == set(head):
         return Readiness(status="ready", current=current, head=head)
-    if set(current) - known_revisions():
+    if set(current) - known:
         return Readiness(
             status="ready",
             reason="database is ahead of this code (a newer release migrated it)",
             current=current,
             head=head,
         )
-    response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Readiness(
-        status="not ready",
-        reason="database schema is behind head: run `alembic upgrade head`",
-        current=current,
-        head=head,
-    )
+    if len(head) > 1:
+        # `upgrade head` refuses two heads: the fix is in the code, not in the database.
+        reason = (
+            f"this code has {len(head)} migration heads ({', '.join(head)}): run "
+            f"`alembic merge heads`, commit the merge revision, then `alembic upgrade head`"
+        )
+    else:
+        reason = "database schema is behind head: run `alembic upgrade head`"
+    return Readiness(status="not ready", reason=reason, current=current, head=head)
 
 
 async def _current_revisions(engine: AsyncEngine) -> list[str] | None:

@@ -4,26 +4,55 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pkgutil
+from pathlib import Path
 from types import ModuleType
 
 import backend.modules
 
 
+class ModuleDiscoveryError(ImportError):
+    """A folder under `backend/modules/` that looks like a module but cannot be imported."""
+
+
+def module_folders(package: ModuleType = backend.modules) -> list[Path]:
+    """Every folder under the package that holds Python code, `__init__.py` or not.
+
+    Listing folders (not `pkgutil.iter_modules`, which only sees folders with `__init__.py`) is
+    what makes a module folder someone forgot to give an `__init__.py` visible.
+    """
+    folders = []
+    for root in package.__path__:
+        for path in sorted(Path(root).iterdir()):
+            if not path.is_dir() or path.name.startswith(("_", ".")):
+                continue
+            if any(path.glob("*.py")) or (path / "models").is_dir():
+                folders.append(path)
+    return folders
+
+
 def import_models(package: ModuleType = backend.modules) -> list[str]:
     """Import `<package>/<name>/models.py` for every module folder; return the module names.
 
-    Importing registers the models on `Base.metadata`. A module without `models.py` is skipped;
-    an error inside one is raised, never swallowed (a half-seen schema makes autogenerate drop
-    tables).
+    Importing registers the models on `Base.metadata`. A module without `models.py` has no
+    tables and is skipped. A folder without `__init__.py` is imported as a namespace package,
+    so it is seen all the same. A folder Python cannot import (a name like `my-module`) and an
+    error inside a `models.py` stop the caller with the folder's name: a half-seen schema makes
+    autogenerate drop tables.
     """
     found = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not info.ispkg or info.name.startswith("_"):
+    for folder in module_folders(package):
+        has_models = (folder / "models.py").is_file() or (folder / "models").is_dir()
+        if not has_models:
             continue
-        name = f"{package.__name__}.{info.name}.models"
+        if not folder.name.isidentifier():
+            raise ModuleDiscoveryError(
+                f"module folder {folder} has models but '{folder.name}' is not a Python name, "
+                f"so its tables cannot be imported: rename it (e.g. "
+                f"'{folder.name.replace('-', '_').replace(' ', '_')}')"
+            )
+        name = f"{package.__name__}.{folder.name}.models"
         if importlib.util.find_spec(name) is None:
-            continue
+            raise ModuleDiscoveryError(f"{folder} has models, but {name} cannot be found")
         importlib.import_module(name)
         found.append(name)
     return found

@@ -15,6 +15,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from backend.core.config import PROJECT_ROOT
 
@@ -26,10 +28,19 @@ T = TypeVar("T")
 # One key for "a migration run is in progress"; advisory locks are per database.
 MIGRATION_LOCK_KEY = 0x616C656D6269635F  # "alembic_"
 
-# SQLSTATE 55P03: lock_not_available (lock_timeout fired).
-LOCK_NOT_AVAILABLE = "55P03"
-# SQLSTATE 57014: query_canceled (statement_timeout fired).
-QUERY_CANCELED = "57014"
+# SQLSTATEs a migration run explains in one line instead of a traceback.
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
+QUERY_CANCELED = "57014"  # statement_timeout fired
+NOT_NULL_VIOLATION = "23502"
+INSUFFICIENT_PRIVILEGE = "42501"
+INVALID_PASSWORD = "28P01"
+INVALID_AUTHORIZATION = "28000"  # no such role, or pg_hba.conf refused it
+INVALID_CATALOG_NAME = "3D000"  # no such database
+UNDEFINED_FILE = "58P01"  # the extension's files are not installed on the server
+FEATURE_NOT_SUPPORTED = "0A000"  # "extension ... is not available" on some servers
+
+# What the day-one commands look like right after the quick start (uv may not be on PATH).
+ALEMBIC_COMMAND = "python3 dev.py alembic"
 
 
 def alembic_config(ini: Path | None = None) -> Config:
@@ -116,6 +127,99 @@ def _lock_holder(connection: Connection) -> int | None:
         ),
         {"key": MIGRATION_LOCK_KEY},
     ).scalar_one_or_none()
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def describe_failure(
+    exc: BaseException,
+    *,
+    url: URL,
+    lock_timeout: float,
+    statement_timeout: float,
+) -> str | None:
+    """One actionable message for the failures people meet, or None to show the traceback.
+
+    `url` is shown without its password. Each message says what happened, where, and what to do.
+    """
+    where = f"{url.host or url.query.get('host') or 'localhost'}:{url.port or 5432}"
+    if isinstance(exc, TimeoutError | OSError) and not isinstance(exc, DBAPIError):
+        return (
+            f"cannot reach the database at {where} ({type(exc).__name__}: {exc}). "
+            f"DATABASE_URL is {url.render_as_string(hide_password=True)}: is PostgreSQL running "
+            f"there and the host and port right? Unset DATABASE_URL to use the embedded one."
+        )
+    if not isinstance(exc, DBAPIError):
+        return None
+    code = sqlstate(exc)
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    statement = (exc.statement or "").strip()
+    if code in (INVALID_PASSWORD, INVALID_AUTHORIZATION):
+        return (
+            f"the server at {where} refused the login ({detail}): check the user and password "
+            f"in DATABASE_URL, and that the server's pg_hba.conf lets this host in."
+        )
+    if code == INVALID_CATALOG_NAME:
+        return (
+            f"{detail} on {where}: create it first (`CREATE DATABASE {url.database};` or "
+            f"`createdb {url.database}`), or fix the name in DATABASE_URL."
+        )
+    if "EXTENSION" in statement.upper() and code == INSUFFICIENT_PRIVILEGE:
+        return (
+            f"the role {url.username!r} may not create the pgvector extension ({detail}). "
+            f"Have a superuser, the DBA or the provider's console run this once in "
+            f"database {url.database!r}:  CREATE EXTENSION IF NOT EXISTS vector;  "
+            f"then run the upgrade again (the revision's IF NOT EXISTS is then a no-op)."
+        )
+    if "EXTENSION" in statement.upper() and code in (UNDEFINED_FILE, FEATURE_NOT_SUPPORTED):
+        return (
+            f"pgvector is not installed on the server at {where} ({detail}). Install it "
+            f"(Debian/Ubuntu: postgresql-<version>-pgvector; Docker: the pgvector/pgvector "
+            f"image; managed PostgreSQL: enable the `vector` extension in the provider's "
+            f"console), then run the upgrade again."
+        )
+    if code == NOT_NULL_VIOLATION:
+        return (
+            f"{detail}. The table has rows, and a NOT NULL column without a server default "
+            f"cannot be added to it (`default=` in a model is applied by Python only). In the "
+            f"revision, give the column `server_default=`, or add it nullable, backfill it, "
+            f"then `op.alter_column(..., nullable=False)`. The failed revision was rolled back."
+        )
+    if code == LOCK_NOT_AVAILABLE:
+        return (
+            f"migration stopped after lock_timeout ({lock_timeout:g}s): "
+            f"another transaction holds a lock on a table this migration changes ({detail}). "
+            f"The failed migration was rolled back; `{ALEMBIC_COMMAND} current` shows where the "
+            f"database is. Find the blocker in pg_stat_activity, or retry when traffic is "
+            f"quieter (MIGRATION_LOCK_TIMEOUT sets the wait)."
+        )
+    if code == QUERY_CANCELED:
+        return (
+            f"migration stopped after statement_timeout ({statement_timeout:g}s): {detail}. "
+            f"The failed migration was rolled back; MIGRATION_STATEMENT_TIMEOUT sets the limit."
+        )
+    return None
+
+
+def describe_revision_error(message: str, heads: list[str]) -> str | None:
+    """Alembic's own errors about the revision graph, with the command that resolves them."""
+    if message.startswith("Multiple head revisions") or message.startswith("Multiple heads"):
+        return (
+            f"the migrations have {len(heads)} heads ({', '.join(heads)}): two branches each "
+            f'added a revision. Join them with `{ALEMBIC_COMMAND} merge heads -m "merge"`, '
+            f"commit the merge revision, then upgrade."
+        )
+    if message == "Ambiguous walk":
+        return (
+            "`downgrade -1` is ambiguous at a merge revision (it has more than one parent). "
+            f"Name the target instead: `{ALEMBIC_COMMAND} downgrade <one of the merged "
+            f"revisions>` undoes the merge and leaves both branches applied; "
+            f"`{ALEMBIC_COMMAND} history` lists them."
+        )
+    return None
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

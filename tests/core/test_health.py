@@ -4,11 +4,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from backend.core.config import Settings
-from backend.db.migrations import head_revisions
+from backend.core.health import assess
+from backend.db.migrations import SCRIPT_LOCATION, head_revisions
 from backend.main import create_app
 from tests import db
 
@@ -43,7 +45,9 @@ async def test_ready_at_head(migrated_db: URL) -> None:
 
 
 async def test_not_ready_behind_head(migrated_db: URL) -> None:
-    await db.downgrade(migrated_db, "-1")
+    # Back to the first revision: defined whatever the history (a merge head has no single -1).
+    (first,) = ScriptDirectory(str(SCRIPT_LOCATION)).get_bases()
+    await db.downgrade(migrated_db, first)
     behind = sorted(await db.current_revisions(migrated_db))
     async with serving(migrated_db) as client:
         response = await client.get("/readyz")
@@ -94,3 +98,13 @@ async def test_shutdown_closes_every_connection(migrated_db: URL) -> None:
     )
     assert during == [(1,)]
     assert after == [(0,)]
+
+
+def test_two_heads_say_merge_not_upgrade() -> None:
+    """Code with two heads (two branches each added a revision): the fix is a merge revision."""
+    readiness = assess(["base0"], ["head1", "head2"], frozenset({"base0", "head1", "head2"}))
+
+    assert readiness.status == "not ready"
+    assert readiness.reason is not None
+    assert "alembic merge heads" in readiness.reason
+    assert "2 migration heads (head1, head2)" in readiness.reason

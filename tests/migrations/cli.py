@@ -40,17 +40,28 @@ def start_alembic(
     )
 
 
+def write_revisions(
+    tmp: Path, revisions: dict[str, tuple[str | tuple[str, ...], str]], downgrade: str = "pass"
+) -> Path:
+    """An alembic.ini for the project's chain plus test-only revisions (in `tmp/versions`).
+
+    `revisions` maps an id to (parents, upgrade body); a tuple of parents is a merge revision.
+    """
+    directory = tmp / "versions"
+    directory.mkdir(parents=True, exist_ok=True)
+    for revision, (down_revision, upgrade) in revisions.items():
+        (directory / f"{revision}_test_only.py").write_text(
+            "from alembic import op\nimport sqlalchemy as sa\n\n"
+            f"revision = {revision!r}\ndown_revision = {down_revision!r}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade() -> None:\n    {upgrade}\n\n\n"
+            f"def downgrade() -> None:\n    {downgrade}\n"
+        )
+    return write_ini(tmp, directory)
+
+
 def chain_plus(
     tmp: Path, *, revision: str, down_revision: str, upgrade: str, downgrade: str = "pass"
 ) -> Path:
-    """An alembic.ini for the project's chain plus one test-only revision (in `tmp/versions`)."""
-    directory = tmp / "versions"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{revision}_test_only.py").write_text(
-        "from alembic import op\nimport sqlalchemy as sa\n\n"
-        f"revision = {revision!r}\ndown_revision = {down_revision!r}\n"
-        "branch_labels = None\ndepends_on = None\n\n\n"
-        f"def upgrade() -> None:\n    {upgrade}\n\n\n"
-        f"def downgrade() -> None:\n    {downgrade}\n"
-    )
-    return write_ini(tmp, directory)
+    """An alembic.ini for the project's chain plus one test-only revision."""
+    return write_revisions(tmp, {revision: (down_revision, upgrade)}, downgrade)
