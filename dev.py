@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Developer entry point that needs only Python 3.11+ and pip.
 
-    python3 dev.py serve   # migrate the (embedded) database, serve http://127.0.0.1:8000
-    python3 dev.py test    # ruff, mypy and the whole test suite
-    python3 dev.py bench   # benchmarks -> bench/results/latest.md and latest.png
+    python3 dev.py serve              # migrate the (embedded) database, serve :8000 (PORT)
+    python3 dev.py test               # ruff, mypy and the whole test suite
+    python3 dev.py bench              # benchmarks -> bench/results/latest.md and latest.png
+    python3 dev.py alembic ARGS...    # uv run alembic ARGS... (e.g. revision --autogenerate -m x)
+    python3 dev.py superuser EMAIL USERNAME   # create a superuser (asks for the password)
+    python3 dev.py db status|psql|log|stop|reset   # the embedded PostgreSQL
+    python3 dev.py uv ARGS...         # the uv this script uses (uv run ..., uv add ...)
 
 Installs uv into .tools/ when it is not on PATH; uv then builds .venv from uv.lock.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,18 +46,24 @@ def find_uv() -> str:
     sys.exit(f"pip installed uv but no uv binary is in {TOOLS / 'bin'}")
 
 
-def run(uv: str, *args: str) -> None:
-    print("+ uv", " ".join(args), flush=True)
-    result = subprocess.run([uv, *args], cwd=ROOT)
-    if result.returncode != 0:
-        sys.exit(result.returncode)
+def run(uv: str, *args: str, echo: bool = True) -> None:
+    if echo:
+        print("+ uv", " ".join(args), flush=True)
+    process = subprocess.Popen([uv, *args], cwd=ROOT)
+    while True:
+        try:
+            code = process.wait()
+            break
+        except KeyboardInterrupt:
+            # Ctrl+C reached the child too (same process group): let it shut down cleanly.
+            continue
+    if code != 0:
+        sys.exit(128 + signal.SIGINT if code == -signal.SIGINT else code)
 
 
 def serve(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "alembic", "upgrade", "head")
-    args = ["run", "--locked", "uvicorn", "backend.main:app", "--host", "127.0.0.1"]
-    args += ["--port", os.environ.get("PORT", "8000"), "--reload", "--reload-dir", "backend"]
-    run(uv, *args, *extra)
+    # Migrates, then runs uvicorn --reload while holding the embedded database across reloads.
+    run(uv, "run", "--locked", "python", "-m", "backend.devserver", *extra)
 
 
 def test(uv: str, extra: list[str]) -> None:
@@ -66,12 +77,37 @@ def bench(uv: str, extra: list[str]) -> None:
     run(uv, "run", "--locked", "python", "-m", "bench.run", *extra)
 
 
-COMMANDS = {"serve": serve, "test": test, "bench": bench}
+def alembic(uv: str, extra: list[str]) -> None:
+    run(uv, "run", "--locked", "alembic", *extra, echo=False)
+
+
+def superuser(uv: str, extra: list[str]) -> None:
+    run(uv, "run", "--locked", "python", "-m", "backend.modules.user.superuser", *extra, echo=False)
+
+
+def db(uv: str, extra: list[str]) -> None:
+    run(uv, "run", "--locked", "python", "-m", "backend.db.embedded", *extra, echo=False)
+
+
+def uv_passthrough(uv: str, extra: list[str]) -> None:
+    run(uv, *extra, echo=False)
+
+
+COMMANDS = {
+    "serve": serve,
+    "test": test,
+    "bench": bench,
+    "alembic": alembic,
+    "superuser": superuser,
+    "db": db,
+    "uv": uv_passthrough,
+}
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        sys.exit(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [extra args]")
+        sys.exit(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args]   (see the README)")
+    os.chdir(ROOT)
     COMMANDS[sys.argv[1]](find_uv(), sys.argv[2:])
 
 

@@ -11,6 +11,7 @@ from backend.core import health
 from backend.core.config import Settings, SettingsError, get_settings
 from backend.core.errors import install_error_handlers
 from backend.core.limits import BodySizeLimit
+from backend.db.embedded import release_embedded_database
 from backend.db.session import create_engine, create_read_sessionmaker, create_sessionmaker
 from backend.modules.file.router import router as file_router
 from backend.modules.file.storage import LocalStorage
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if close is not None:
                 await close()
             await engine.dispose()
+            if settings.uses_embedded_db:
+                release_embedded_database(settings.embedded_db_dir)
 
     app = FastAPI(title="backend", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

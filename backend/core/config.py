@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -167,10 +168,41 @@ def load_settings() -> Settings:
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
+# Where development keeps its generated JWT secret, so a reload or a restart does not log
+# everyone out. Production refuses to start without JWT_SECRET and never reads it.
+DEV_JWT_SECRET_FILE = PROJECT_ROOT / ".data" / "dev-jwt-secret"
+
+
 @lru_cache
-def _development_jwt_secret() -> str:
-    # Tokens die with the process; fine for a laptop, refused in production.
-    return secrets.token_urlsafe(48)
+def _development_jwt_secret(path: Path = DEV_JWT_SECRET_FILE) -> str:
+    """The development secret: read from `path`, or made once and kept there (mode 0600).
+
+    Processes starting at once (uvicorn's worker, a test run) agree: the file appears whole
+    (written aside, then hard-linked into place) and the first to link it wins. On a read-only
+    filesystem the secret lives and dies with the process.
+    """
+    try:
+        existing = path.read_text().strip()
+        if len(existing) >= 32:
+            return existing
+    except OSError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            secret = path.read_text().strip()
+        finally:
+            aside.unlink()
+    except OSError:
+        pass
+    return secret
 
 
 @lru_cache
