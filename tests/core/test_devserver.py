@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from backend.core.config import PROJECT_ROOT, _development_jwt_secret
+from backend.db.migrations import head_revisions
 from tests.deploy.kubelet import free_port
 
 
@@ -125,3 +126,39 @@ async def test_sigterm_to_uvicorn_stops_the_embedded_database_it_started(tmp_pat
 
     assert "Application shutdown complete" in output
     assert postmaster_pid(pgdata) is None, "the embedded PostgreSQL is still running"
+
+
+def test_day_one_commands_work_without_uv_on_path(tmp_path: Path) -> None:
+    """The README's day-one commands, through dev.py, as right after the quick start."""
+    env = embedded_env(tmp_path / "pg")
+
+    def dev(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "dev.py", *args],
+            input=stdin,
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    heads = dev("alembic", "heads")
+    assert heads.returncode == 0, heads.stderr
+    assert f"{head_revisions()[0]} (head)" in heads.stdout
+
+    assert dev("alembic", "upgrade", "head").returncode == 0
+    made = dev(
+        "superuser", "root@example.com", "root", "--password-stdin", stdin="correct horse battery\n"
+    )
+    assert made.returncode == 0, made.stderr
+    assert "created superuser root@example.com" in made.stdout
+
+    query = dev("db", "psql", "-At", "-c", "SELECT username, is_superuser FROM users")
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.strip() == "root|t"
+
+    status = dev("db", "status")
+    assert "stopped; used by processes none" in status.stdout  # psql's use ended with it
+    assert str(tmp_path / "pg" / "log") in status.stdout
