@@ -46,7 +46,7 @@ async def test_ready_at_head(migrated_db: URL) -> None:
 
 async def test_not_ready_behind_head(migrated_db: URL) -> None:
     # Back to the first revision: defined whatever the history (a merge head has no single -1).
-    (first,) = ScriptDirectory(str(SCRIPT_LOCATION)).get_bases()
+    first = ScriptDirectory(str(SCRIPT_LOCATION)).get_bases()[0]
     await db.downgrade(migrated_db, first)
     behind = sorted(await db.current_revisions(migrated_db))
     async with serving(migrated_db) as client:

@@ -6,6 +6,7 @@ A revision that must break a rule on purpose says so in its module, with the rea
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,11 +28,17 @@ OFFLINE = db.alembic_env(URL.create("postgresql", host="127.0.0.1", port=1, data
 
 
 def upgrade_sql(revision: str, parents: tuple[str, ...], *ini: str) -> str:
-    # A merge revision's SQL is the same from either parent: it only moves alembic_version.
+    """The SQL this revision runs, after the session settings every run starts with."""
     span = f"{parents[0]}:{revision}" if parents else revision
     result = alembic(*ini, "upgrade", span, "--sql", env=OFFLINE)
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    sql = result.stdout
+    # From a merge's first parent, Alembic also renders the other branch's revisions: keep only
+    # this revision's own transaction (it comes last), from the BEGIN before its marker.
+    marker = re.search(rf"^-- Running upgrade .*-> {re.escape(revision)}$", sql, re.MULTILINE)
+    assert marker is not None, sql
+    preamble = sql[: sql.index("BEGIN;")]
+    return preamble + sql[sql.rindex("BEGIN;", 0, marker.start()) :]
 
 
 def squawk(sql: str, name: str, ignore: dict[str, str]) -> subprocess.CompletedProcess[str]:
