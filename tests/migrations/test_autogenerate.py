@@ -275,3 +275,50 @@ async def test_a_hand_written_revision_is_usable_as_written(
     down = await asyncio.to_thread(run, "downgrade", "-1")
     assert down.returncode == 0, down.stderr
     assert "template_test_hand" not in await db.table_names(migrated_db)
+
+
+async def test_drift_fails_one_test_that_says_what_to_write(
+    server: URL, project_copy: Path
+) -> None:
+    """A model changed without a revision: one clear failure, not every API test failing."""
+    shutil.copytree(
+        PROJECT_ROOT / "tests", project_copy / "tests", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    module = project_copy / "backend" / "modules" / "template_test_drift"
+    module.mkdir()
+    (module / "__init__.py").write_text("")
+    (module / "models.py").write_text(
+        "from backend.db.base import Base, UUIDPrimaryKey\n\n\n"
+        "class Drifted(UUIDPrimaryKey, Base):\n"
+        '    __tablename__ = "template_test_drifted"\n'
+    )
+    env = {**env_for(project_copy, server), "TEST_DATABASE_URL": db.sync_url(server)}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rs",
+            "tests/migrations/test_migrations.py::test_models_match_migrations",
+            "tests/modules/test_user.py",
+        ],
+        cwd=project_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 1, result.stdout
+    assert summary.startswith("1 failed"), summary
+    assert "skipped" in summary, summary
+    assert "passed" not in summary, summary
+    assert "template_test_drifted" in result.stdout
+    assert "Write a revision: `uv run alembic revision --autogenerate -m" in result.stdout
+    assert "models and migrations differ: see test_models_match_migrations" in result.stdout
