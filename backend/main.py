@@ -10,7 +10,9 @@ from fastapi import APIRouter, FastAPI
 from backend.core import health
 from backend.core.config import Settings, SettingsError, get_settings
 from backend.core.errors import install_error_handlers
-from backend.core.limits import BodySizeLimit
+from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect
+from backend.core.openapi import install_openapi
+from backend.core.security import set_hash_concurrency
 from backend.db.embedded import release_embedded_database
 from backend.db.session import create_engine, create_read_sessionmaker, create_sessionmaker
 from backend.modules.file.router import router as file_router
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.storage = LocalStorage(settings.file_storage_dir)
         app.state.embedder = create_embedder(settings)
+        set_hash_concurrency(settings.password_hash_concurrency)
         try:
             yield
         finally:
@@ -58,14 +61,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.uses_embedded_db:
                 release_embedded_database(settings.embedded_db_dir)
 
-    app = FastAPI(title="backend", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="backend",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         exempt={("POST", f"{API_PREFIX}/files")},
+        idle_timeout=settings.request_body_idle_timeout,
     )
+    app.add_middleware(RetryReadsOnDisconnect)
+    app.add_middleware(HeadAsGet)
     app.include_router(health.router)
     app.include_router(api)
     return app

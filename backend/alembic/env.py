@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
@@ -246,7 +248,13 @@ def run_migrations_online() -> None:
     async def migrate() -> None:
         # A fresh engine without a pool: a handed-in engine's pooled connections may belong to
         # another event loop, and a migration run should leave no connection behind.
-        engine = create_async_engine(url, poolclass=pool.NullPool)
+        # Named, so that pg_stat_activity (and a replica waiting for the lock) says who it is.
+        name = f"alembic on {socket.gethostname()} pid {os.getpid()}"[:63]
+        engine = create_async_engine(
+            url,
+            poolclass=pool.NullPool,
+            connect_args={"server_settings": {"application_name": name}},
+        )
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(do_run_migrations)

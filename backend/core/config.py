@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # on return, so a busy process would keep opening new ones (and re-preparing statements).
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_pre_ping: bool = False
+    # Seconds a request waits for a free pooled connection before a 503 with Retry-After.
+    db_pool_timeout: float = Field(default=3.0, gt=0)
     db_echo: bool = False
 
     # Tables Alembic neither creates nor drops nor reports (LangGraph's checkpointer, ...).
@@ -77,15 +79,29 @@ class Settings(BaseSettings):
     # Seconds one migration statement may run (0 = no limit).
     migration_statement_timeout: float = Field(default=0.0, ge=0)
 
-    # Auth: HS256 access tokens. Unset secret: one is generated per process (development only).
+    # Auth: HS256 access tokens. Unset secret: one is generated and kept in .data/ (development).
     jwt_secret: SecretStr | None = None
     access_token_minutes: int = Field(default=60, ge=1)
+    # argon2 hashes at once per process (each takes ~64 MiB and a core for ~50 ms).
+    password_hash_concurrency: int = Field(default=2, ge=1)
+    # Failed logins: after this many within the window, per account and per client address,
+    # logins answer 429 with Retry-After until the window ends. Shared by all replicas (in
+    # PostgreSQL).
+    login_max_failures: int = Field(default=10, ge=1)
+    login_failure_window: float = Field(default=300.0, gt=0)
+
+    # Serve /docs, /redoc and /openapi.json. Unset: on, except with ENVIRONMENT=production.
+    api_docs: bool | None = None
 
     # Files: local directory storage; uploads above the limit are refused while streaming.
     file_storage_dir: Path = PROJECT_ROOT / ".data" / "files"
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     # Any other request body (JSON) above this is refused with 413.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # A request body that sends nothing for this many seconds is cut off with 408.
+    request_body_idle_timeout: float = Field(default=15.0, gt=0)
+    # Bytes of files each user may keep (0 = no quota).
+    storage_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
 
     # Knowledge bases: chunking, embeddings, search.
     chunk_size: int = Field(default=1000, ge=50)
@@ -113,6 +129,10 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters")
         return self
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.environment != "production"
 
     @property
     def jwt_key(self) -> str:

@@ -1,12 +1,34 @@
-"""The domain error hierarchy and the one handler that turns it into HTTP responses."""
+"""The domain error hierarchy and the handlers that turn every failure into a JSON response.
+
+Whatever happens, a client gets JSON with `detail`: a domain error with its status, a
+validation error as 422, an overloaded or unreachable database as 503 with `Retry-After`, a full
+disk as 507, and anything unexpected as 500 (logged with its traceback).
+"""
 
 from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+logger = logging.getLogger("backend.errors")
+
+# SQLSTATE 23505: the only integrity error that means "this already exists".
+UNIQUE_VIOLATION = "23505"
+# Internal: marks a response the retry middleware may replace by running the request again.
+RETRYABLE_HEADER = "x-internal-retryable"
 
 
 class AppError(Exception):
@@ -14,6 +36,7 @@ class AppError(Exception):
 
     status_code: int = status.HTTP_400_BAD_REQUEST
     detail: str = "Bad request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         if detail is not None:
@@ -31,17 +54,72 @@ class Conflict(AppError):
     detail = "Conflict"
 
 
+class Unavailable(AppError):
+    """A part the request needs is down or saturated: retry after `retry_after` seconds."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "Service unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class StorageFull(AppError):
+    status_code = status.HTTP_507_INSUFFICIENT_STORAGE
+    detail = "The server has no space left to store this; nothing was kept"
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a sentence for people in `detail`."""
+
+    detail: str
+
+
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def raises(*errors: type[AppError]) -> Callable[[E], E]:
+    """Declare the errors a dependency can raise; every route that uses it documents them."""
+
+    def mark(dependency: E) -> E:
+        dependency.__dict__["declared_errors"] = errors
+        return dependency
+
+    return mark
+
+
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these errors, grouped by status."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(error.status_code, {"model": ErrorBody, "description": ""})
+        described = entry["description"]
+        entry["description"] = f"{described}; {error.detail}" if described else error.detail
+    return responses
+
+
+def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return _json(exc.status_code, exc.detail, exc.headers)
 
 
-async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    # A constraint the service did not check first (a race between two requests, usually).
-    return JSONResponse(
-        {"detail": "The request conflicts with existing data"},
-        status_code=status.HTTP_409_CONFLICT,
-    )
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: echo such inputs back as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, str):
+        # A lone surrogate cannot be encoded back into the response.
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -52,13 +130,87 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     for error in errors[:5]:
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return JSONResponse(
-        {"detail": "; ".join(problems) or "Invalid request", "errors": jsonable_encoder(errors)},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
+    body = {
+        "detail": _finite("; ".join(problems) or "Invalid request"),
+        "errors": _finite(jsonable_encoder(errors)),
+    }
+    return JSONResponse(body, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        # Starlette names only the first route that matched the path; the path may have several.
+        allowed: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "__none__"})
+            if match != Match.NONE:
+                allowed |= getattr(route, "methods", None) or set()
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return _json(exc.status_code, str(exc.detail), headers)
+
+
+async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IntegrityError)
+    if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+        # A uniqueness the service did not check first (a race between two requests, usually).
+        return _json(status.HTTP_409_CONFLICT, "The request conflicts with existing data")
+    return await _unexpected_error_handler(request, exc)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database is down, restarting or refused the connection (not a bad query)."""
+    if isinstance(exc, OSError):
+        # What asyncpg raises when it cannot connect at all.
+        return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+    if isinstance(exc, DBAPIError):
+        code = str(getattr(exc.orig, "sqlstate", "") or "")
+        return (
+            exc.connection_invalidated
+            or code.startswith("08")
+            or code in ("57P01", "57P02", "57P03")
+            or isinstance(exc.orig, OSError)
+        )
+    return False
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, PoolTimeout):
+        return _json(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The server is busy: no database connection was free in time. Retry shortly.",
+            {"Retry-After": "1"},
+        )
+    if database_unreachable(exc):
+        logger.error("database unreachable: %s", exc)
+        headers = {"Retry-After": "5"}
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            # A pooled connection the server dropped (a restart): the pool has discarded it
+            # and its peers, so a read can safely run again (RetryReadsOnDisconnect).
+            headers[RETRYABLE_HEADER] = "1"
+        return _json(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The database is unavailable. Retry shortly.",
+            headers,
+        )
+    return await _unexpected_error_handler(request, exc)
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(IntegrityError, _integrity_error_handler)
+    app.add_exception_handler(DBAPIError, _database_error_handler)
+    app.add_exception_handler(PoolTimeout, _database_error_handler)
+    app.add_exception_handler(OSError, _database_error_handler)
+    # Exception: Starlette's outermost middleware calls it, so even a crash is JSON.
+    app.add_exception_handler(Exception, _unexpected_error_handler)

@@ -1,45 +1,90 @@
-"""Refuse request bodies above a size, before and while they are read."""
+"""Guard request bodies: refuse them above a size, and cut them off when they stall."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.core.errors import RETRYABLE_HEADER
+
+
+class BodyStalled(HTTPException):
+    def __init__(self, idle: float) -> None:
+        super().__init__(408, f"The request body stalled: no data for {idle:g} seconds")
+
 
 class BodySizeLimit:
-    """413 for bodies over `max_bytes`, by Content-Length or by counting a chunked stream.
+    """413 for bodies over `max_bytes`, by Content-Length or by counting a chunked stream; 408
+    for a body that sends nothing for `idle_timeout` seconds (a slow client holds a worker's
+    attention, and possibly a database connection, only that long).
 
     Routes that stream and limit their own bodies (uploads) are listed in `exempt` as
-    (method, path).
+    (method, path): they keep the idle timeout, not the size limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: set[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        exempt: set[tuple[str, str]],
+        idle_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = exempt
+        self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = None if (scope["method"], scope["path"]) in self.exempt else self.max_bytes
         too_large = HTTPException(413, f"Request body is larger than {self.max_bytes} bytes")
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_413(send, too_large.detail)
-                return
+        if limit is not None:
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > limit:
+                    await _send_413(send, too_large.detail)
+                    return
         received = 0
+        idle = self.idle_timeout
 
-        async def counting_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(idle):
+                    message = await receive()
+            except TimeoutError:
+                # Raised inside the app, so FastAPI turns it into the usual JSON response.
+                raise BodyStalled(idle) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # Raised inside the app, so FastAPI turns it into the usual JSON 413.
+                if limit is not None and received > limit:
                     raise too_large
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
+
+
+class HeadAsGet:
+    """`HEAD` answers wherever `GET` does: the GET route runs, and its body is not sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 async def _send_413(send: Send, detail: str) -> None:
@@ -56,3 +101,42 @@ async def _send_413(send: Send, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class RetryReadsOnDisconnect:
+    """Run a GET again, once, when it failed on a pooled connection the database had dropped.
+
+    After a database restart every pooled connection is dead. Pinging each on checkout
+    (DB_POOL_PRE_PING) costs a round trip on every request for an event that is rare; without it,
+    the first request on each dead connection would fail. SQLAlchemy discards the whole pool on
+    the first such error, so one retry of a read (safe: it changes nothing) gets a fresh one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        retry = False
+
+        async def first_send(message: Message) -> None:
+            nonlocal retry
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in message.get("headers", [])}
+                retry = RETRYABLE_HEADER.encode() in names
+            if not retry:
+                await send(message)
+
+        await self.app(scope, receive, first_send)
+        if retry:
+
+            async def strip_marker(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [(n, v) for n, v in message.get("headers", []) if n != marker]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            marker = RETRYABLE_HEADER.encode()
+            await self.app(scope, receive, strip_marker)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
+
+# Query parameters of every listing. OFFSET is a bigint in PostgreSQL: nothing above it.
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
 
 class Page(BaseModel, Generic[T]):

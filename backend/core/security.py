@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import jwt
+from anyio import CapacityLimiter, to_thread
 from pwdlib import PasswordHash
+
+T = TypeVar("T")
 
 ALGORITHM = "HS256"
 _hasher = PasswordHash.recommended()
@@ -15,27 +20,54 @@ _hasher = PasswordHash.recommended()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+# argon2 takes ~50 ms of a core and 64 MiB per call: run it in threads, a few at a time, so
+# logins neither stall the event loop (every other request) nor exhaust memory when many come.
+_limiter: CapacityLimiter | None = None
 
 
-def verify_password(password: str, hashed: str | None) -> bool:
+def set_hash_concurrency(total: int) -> None:
+    global _limiter
+    _limiter = CapacityLimiter(total)
+
+
+async def _off_loop(function: Callable[[], T]) -> T:
+    if _limiter is None:
+        set_hash_concurrency(2)
+    return await to_thread.run_sync(function, limiter=_limiter)
+
+
+async def hash_password(password: str) -> str:
+    return await _off_loop(lambda: _hasher.hash(password))
+
+
+async def verify_password(password: str, hashed: str | None) -> bool:
     if hashed is None:
-        _hasher.verify(password, _DUMMY_HASH)
+        await _off_loop(lambda: _hasher.verify(password, _DUMMY_HASH))
         return False
-    return _hasher.verify(password, hashed)
+    return await _off_loop(lambda: _hasher.verify(password, hashed))
 
 
-def create_access_token(subject: uuid.UUID, *, key: str, minutes: int) -> str:
+def create_access_token(subject: uuid.UUID, *, version: int, key: str, minutes: int) -> str:
+    """A signed token for `subject`; `version` is the user's token version when it was issued."""
     now = datetime.now(UTC)
-    claims = {"sub": str(subject), "iat": now, "exp": now + timedelta(minutes=minutes)}
+    claims = {
+        "sub": str(subject),
+        "ver": version,
+        "iat": now,
+        "exp": now + timedelta(minutes=minutes),
+    }
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def read_access_token(token: str, *, key: str) -> uuid.UUID | None:
-    """The token's user id, or None if it is malformed, forged or expired."""
+def read_access_token(token: str, *, key: str) -> tuple[uuid.UUID, int] | None:
+    """The token's user id and version, or None if it is malformed, forged or expired."""
     try:
-        claims = jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
-        return uuid.UUID(claims["sub"])
+        claims = jwt.decode(
+            token, key, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "ver"]}
+        )
+        version = claims["ver"]
+        if not isinstance(version, int):
+            return None
+        return uuid.UUID(claims["sub"]), version
     except (jwt.PyJWTError, ValueError, TypeError):
         return None

@@ -96,13 +96,16 @@ def migration_lock(
         if got:
             break
         if time.monotonic() >= deadline:
-            holder = _lock_holder(connection)
+            pid, holder = _lock_holder(connection)
             end()
-            who = f"process {holder}" if holder else "another session"
             raise MigrationLockTimeout(
-                f"gave up after {wait:g}s waiting for the migration lock held by {who} "
-                f"(another replica is migrating this database?); raise MIGRATION_LOCK_WAIT "
-                f"or retry when it is done"
+                f"gave up after {wait:g}s waiting for the migration lock held by {holder} "
+                f"(another replica migrating this database?). If it is still migrating, wait "
+                f"for it or raise MIGRATION_LOCK_WAIT. If its process is gone (a killed "
+                f"`alembic upgrade` or a deleted pod), the server finishes its last statement and "
+                f"then frees the lock; to stop it now, cancel that statement (its revision rolls "
+                f"back), then end the session: SELECT pg_cancel_backend({pid or '<pid>'}); then "
+                f"SELECT pg_terminate_backend({pid or '<pid>'});"
             )
         time.sleep(poll)
     if not commit:
@@ -118,15 +121,31 @@ def migration_lock(
         connection.commit()
 
 
-def _lock_holder(connection: Connection) -> int | None:
-    return connection.execute(
+def _lock_holder(connection: Connection) -> tuple[int | None, str]:
+    """Who holds the migration lock, as pg_stat_activity sees them."""
+    row = connection.execute(
         text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND ((classid::bigint << 32) | objid::bigint) = :key LIMIT 1"
+            "SELECT a.pid, a.application_name, a.client_addr, a.state, "
+            "to_char(a.state_change AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since, "
+            "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120) AS query "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = :key LIMIT 1"
         ),
         {"key": MIGRATION_LOCK_KEY},
-    ).scalar_one_or_none()
+    ).one_or_none()
+    if row is None or row.pid is None:
+        return None, "another session"
+    who = f"process {row.pid}"
+    details = [
+        f"application {row.application_name!r}" if row.application_name else "",
+        f"from {row.client_addr}" if row.client_addr else "",
+        f"{row.state} since {row.since} UTC" if row.state else "",
+        f"last statement: {row.query}" if row.query else "",
+    ]
+    described = ", ".join(d for d in details if d)
+    return row.pid, f"{who} ({described})" if described else who
 
 
 def sqlstate(exc: BaseException) -> str | None:

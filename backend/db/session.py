@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from backend.core.config import Settings
+from backend.core.errors import Unavailable, raises
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -25,6 +27,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # Off by default: a ping is one more round trip on every checkout. A connection the
         # server dropped fails one request and is replaced; turn it on behind flaky networks.
         pool_pre_ping=settings.db_pool_pre_ping,
+        # Waiting longer only piles requests up: fail fast with 503 and let clients retry.
+        pool_timeout=settings.db_pool_timeout,
         echo=settings.db_echo,
     )
 
@@ -67,6 +71,30 @@ async def _run(session: AsyncSession, key: str) -> None:
             logger.exception("%s callback failed", key)
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the request's reads so far and hand its connection back to the pool.
+
+    For a handler about to wait on something slow (a client streaming an upload): the next
+    statement takes a connection again. Only before the request has written anything.
+    """
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("release_connection() after a write would commit it early")
+    if session.in_transaction():
+        await session.commit()
+
+
+@asynccontextmanager
+async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session of its own, committed at the end of the block whatever the request does.
+
+    For state that must outlive the request's rollback (a failed login still counts).
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session, session.begin():
+        yield session
+
+
+@raises(Unavailable)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once at the boundary, rolled back on any error."""
     sessionmaker: async_sessionmaker[AsyncSession] = (

@@ -12,7 +12,11 @@ import uvicorn
 
 from backend.core.config import Settings, SettingsError
 from backend.main import create_app
-from backend.modules.knowledge_base.embeddings import EmbeddingError, OpenAIEmbedder
+from backend.modules.knowledge_base.embeddings import (
+    EmbeddingError,
+    HashingEmbedder,
+    OpenAIEmbedder,
+)
 
 calls: list[dict[str, object]] = []
 
@@ -102,3 +106,18 @@ async def test_an_unreachable_service_is_a_502_error() -> None:
 def test_configured_dimension_must_match_the_column() -> None:
     with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 768 .* vector\(384\)"):
         create_app(Settings(embedding_dim=768))
+
+
+def test_the_word_cache_is_bounded_whatever_the_documents() -> None:
+    """Distinct long words (an attacker's documents) neither grow the cache nor enter it."""
+    embedder = HashingEmbedder(64)
+    words = (f"w{n:0{HashingEmbedder.CACHE_WORD_CHARS - 1}d}" for n in range(10**9))
+    for _ in range(3):
+        embedder._embed_one(" ".join(next(words) for _ in range(HashingEmbedder.CACHE_WORDS)))
+    long_words = " ".join("x" * 40 + str(n) for n in range(1000))
+    embedder._embed_one(long_words)
+
+    info = embedder._cached_features.cache_info()
+    assert info.currsize == HashingEmbedder.CACHE_WORDS
+    assert info.maxsize == HashingEmbedder.CACHE_WORDS
+    assert embedder._features("x" * 41) is not embedder._features("x" * 41)  # never cached

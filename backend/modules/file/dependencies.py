@@ -5,8 +5,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from backend.core.errors import raises
 from backend.db.session import SessionDep
 from backend.modules.file import service
+from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.models import File
 from backend.modules.file.storage import Storage
 from backend.modules.user.dependencies import CurrentUser
@@ -20,6 +22,7 @@ def get_storage(request: Request) -> Storage:
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
+@raises(FileNotFound)
 async def owned_file(file_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> File:
     """Load the caller's file or 404."""
     return await service.get(session, owner=user, file_id=file_id)

@@ -19,3 +19,19 @@ class FileTooLarge(AppError):
 class BadUpload(AppError):
     status_code = status.HTTP_400_BAD_REQUEST
     detail = "Expected a multipart/form-data body with one file in the field 'file'"
+
+
+class QuotaExceeded(AppError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+    detail = "This upload would exceed your storage quota"
+
+    def __init__(self, quota: int, used: int) -> None:
+        super().__init__(
+            f"This upload would exceed your storage quota of {quota} bytes "
+            f"({used} bytes used): delete files first"
+        )
+
+
+class StorageUnavailable(AppError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "File storage failed; nothing was kept. Retry shortly."

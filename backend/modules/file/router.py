@@ -1,15 +1,21 @@
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
+from backend.core.errors import StorageFull, error_responses
+from backend.core.pagination import Limit, Offset
 from backend.db.session import SessionDep
 from backend.modules.file import service
 from backend.modules.file.dependencies import OwnedFile, StorageDep
-from backend.modules.file.exceptions import FileTooLarge
+from backend.modules.file.exceptions import (
+    BadUpload,
+    FileTooLarge,
+    QuotaExceeded,
+    StorageUnavailable,
+)
 from backend.modules.file.schemas import FilePage, FileRead
 from backend.modules.file.upload import read_file_field
 from backend.modules.user.dependencies import CurrentUser
@@ -40,7 +46,9 @@ UPLOAD_BODY = {
     response_model=FileRead,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=UPLOAD_BODY,
-    responses={413: {"description": "Larger than MAX_UPLOAD_BYTES"}},
+    responses=error_responses(
+        FileTooLarge, QuotaExceeded, BadUpload, StorageFull, StorageUnavailable
+    ),
 )
 async def upload(
     request: Request, session: SessionDep, user: CurrentUser, storage: StorageDep
@@ -52,7 +60,12 @@ async def upload(
         raise FileTooLarge(limit)
     incoming = await read_file_field(request)
     file = await service.create(
-        session, owner=user, storage=storage, upload=incoming, max_size=limit
+        session,
+        owner=user,
+        storage=storage,
+        upload=incoming,
+        max_size=limit,
+        quota=request.app.state.settings.storage_quota_bytes,
     )
     return FileRead.model_validate(file)
 
@@ -61,8 +74,8 @@ async def upload(
 async def list_files(
     session: SessionDep,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> FilePage:
     """The caller's files, newest first."""
     files = await service.list_files(session, owner=user, limit=limit + 1, offset=offset)

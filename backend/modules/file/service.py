@@ -4,26 +4,65 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.db.session import after_commit, after_rollback
-from backend.modules.file.exceptions import FileNotFound, FileTooLarge
+from backend.core.errors import StorageFull
+from backend.db.session import after_commit, after_rollback, release_connection
+from backend.modules.file.exceptions import (
+    FileNotFound,
+    FileTooLarge,
+    QuotaExceeded,
+    StorageUnavailable,
+)
 from backend.modules.file.models import File
-from backend.modules.file.storage import Storage, TooLarge
+from backend.modules.file.storage import Storage, StorageError, TooLarge
 from backend.modules.file.upload import IncomingFile
 from backend.modules.user.models import User
 
 
+async def usage(session: AsyncSession, *, owner: User) -> int:
+    """Bytes the owner's files take."""
+    used = await session.scalar(
+        select(func.coalesce(func.sum(File.size), 0)).where(File.owner_id == owner.id)
+    )
+    return int(used or 0)
+
+
 async def create(
-    session: AsyncSession, *, owner: User, storage: Storage, upload: IncomingFile, max_size: int
+    session: AsyncSession,
+    *,
+    owner: User,
+    storage: Storage,
+    upload: IncomingFile,
+    max_size: int,
+    quota: int = 0,
 ) -> File:
-    """Stream the upload to storage, then record it. A failed request keeps neither."""
+    """Stream the upload to storage, then record it. A failed request keeps neither.
+
+    No database connection is held while the client sends the body (a slow client would keep
+    it from everyone else): the quota is read, the connection handed back, the body streamed,
+    and only then is the row written, in a short transaction that checks the quota again
+    under a lock on the owner (two uploads at once cannot both squeeze in).
+    """
+    used = await usage(session, owner=owner) if quota else 0
+    room = max(quota - used, 0) if quota else max_size
+    await release_connection(session)
     try:
-        blob = await storage.save(upload.chunks, max_size=max_size)
+        blob = await storage.save(upload.chunks, max_size=min(max_size, room))
     except TooLarge:
+        if quota and room < max_size:
+            raise QuotaExceeded(quota, used) from None
         raise FileTooLarge(max_size) from None
+    except StorageError as exc:
+        raise (StorageFull() if exc.no_space else StorageUnavailable()) from None
     after_rollback(session, lambda: storage.delete(blob.key))
+    if quota:
+        await session.execute(select(User.id).where(User.id == owner.id).with_for_update())
+        used = await usage(session, owner=owner)
+        if used + blob.size > quota:
+            raise QuotaExceeded(quota, used)
     file = File(
         owner_id=owner.id,
         filename=upload.filename,
@@ -69,6 +108,18 @@ async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None
     await session.delete(file)
     await session.flush()
     after_commit(session, lambda: storage.delete(key))
+
+
+async def delete_all(session: AsyncSession, *, owner: User, storage: Storage) -> None:
+    """Delete every file of `owner`: rows now, blobs once that is committed."""
+    keys = list(await session.scalars(select(File.storage_key).where(File.owner_id == owner.id)))
+    await session.execute(sa_delete(File).where(File.owner_id == owner.id))
+
+    async def remove_blobs() -> None:
+        for key in keys:
+            await storage.delete(key)
+
+    after_commit(session, remove_blobs)
 
 
 async def cleanup_orphans(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -23,6 +25,14 @@ class StoredBlob:
 
 class TooLarge(Exception):
     """The stream passed the size limit; nothing was kept."""
+
+
+class StorageError(Exception):
+    """The storage could not keep the blob (a full disk, a read-only volume); nothing was kept."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.no_space = cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class Storage(Protocol):
@@ -54,22 +64,28 @@ class LocalStorage:
     async def save(self, chunks: AsyncIterator[bytes], *, max_size: int) -> StoredBlob:
         key = secrets.token_hex(16)
         path = self._path(key)
-        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         digest = hashlib.sha256()
         size = 0
-        handle = await to_thread.run_sync(path.open, "xb")
+        handle = None
         try:
+            await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+            handle = await to_thread.run_sync(path.open, "xb")
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_size:
                     raise TooLarge()
                 digest.update(chunk)
                 await to_thread.run_sync(handle.write, chunk)
-        except BaseException:
-            handle.close()
+            # Closing flushes the last buffered bytes: on a full disk, this is where it fails.
+            await to_thread.run_sync(handle.close)
+        except BaseException as exc:
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
             path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StorageError(exc) from exc
             raise
-        await to_thread.run_sync(handle.close)
         return StoredBlob(key=key, size=size, sha256=digest.hexdigest())
 
     async def open(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:

@@ -34,7 +34,10 @@ def clean_filename(raw: str) -> str:
 
 def clean_content_type(raw: str | None) -> str:
     media_type = (raw or "").split(";")[0].strip().lower()
-    return media_type if _MEDIA_TYPE.match(media_type) else "application/octet-stream"
+    # RFC 6838 caps each half at 127 characters; the column holds 255.
+    if len(media_type) <= 255 and _MEDIA_TYPE.match(media_type):
+        return media_type
+    return "application/octet-stream"
 
 
 async def _events(request: Request, boundary: bytes) -> AsyncIterator[Event]:

@@ -5,9 +5,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from backend.core.errors import raises
 from backend.db.session import SessionDep
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder
+from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.dependencies import CurrentUser
 
@@ -20,6 +22,7 @@ def get_embedder(request: Request) -> Embedder:
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 
 
+@raises(KnowledgeBaseNotFound)
 async def owned_knowledge_base(
     kb_id: uuid.UUID, session: SessionDep, user: CurrentUser
 ) -> KnowledgeBase:

@@ -4,10 +4,19 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from backend.core.errors import error_responses
 from backend.db.session import SessionDep
 from backend.modules.file.dependencies import StorageDep
+from backend.modules.file.exceptions import FileNotFound
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.dependencies import EmbedderDep, OwnedKnowledgeBase
+from backend.modules.knowledge_base.embeddings import EmbeddingError
+from backend.modules.knowledge_base.exceptions import (
+    DocumentNotFound,
+    DocumentTooLarge,
+    EmptyDocument,
+    UnsupportedDocumentType,
+)
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     DocumentRead,
@@ -57,7 +66,14 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBase) -> None:
     await service.delete_kb(session, kb=kb)
 
 
-@router.post("/{kb_id}/documents", response_model=DocumentRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{kb_id}/documents",
+    response_model=DocumentRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(
+        FileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge, EmbeddingError
+    ),
+)
 async def add_document(
     request: Request,
     session: SessionDep,
@@ -87,14 +103,22 @@ async def list_documents(session: SessionDep, kb: OwnedKnowledgeBase) -> list[Do
 
 
 @router.delete(
-    "/{kb_id}/documents/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None
+    "/{kb_id}/documents/{doc_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_model=None,
+    responses=error_responses(DocumentNotFound),
 )
 async def delete_document(session: SessionDep, kb: OwnedKnowledgeBase, doc_id: uuid.UUID) -> None:
     """Delete a document and its chunks."""
     await service.delete_document(session, kb=kb, doc_id=doc_id)
 
 
-@router.post("/{kb_id}/search", response_model=SearchResults, status_code=status.HTTP_200_OK)
+@router.post(
+    "/{kb_id}/search",
+    response_model=SearchResults,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(EmbeddingError),
+)
 async def search(
     request: Request,
     session: SessionDep,

@@ -6,16 +6,18 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from backend.core.schemas import InputModel
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 
 
-class KnowledgeBaseCreate(BaseModel):
+class KnowledgeBaseCreate(InputModel):
     name: Name
     description: str | None = Field(default=None, max_length=2000)
 
 
-class KnowledgeBaseUpdate(BaseModel):
+class KnowledgeBaseUpdate(InputModel):
     name: Name | None = None
     description: str | None = Field(default=None, max_length=2000)
 
@@ -31,7 +33,7 @@ class KnowledgeBaseRead(BaseModel):
     updated_at: datetime
 
 
-class DocumentCreate(BaseModel):
+class DocumentCreate(InputModel):
     """Either `text` (with a `title`) or `file_id` of an uploaded text/markdown file."""
 
     title: Title | None = None
@@ -59,7 +61,7 @@ class DocumentRead(BaseModel):
     created_at: datetime
 
 
-class SearchQuery(BaseModel):
+class SearchQuery(InputModel):
     query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     top_k: int = Field(default=5, ge=1, le=50)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 
@@ -91,9 +92,12 @@ async def _file_text(
         raise DocumentTooLarge(limit)
     raw = b"".join([chunk async for chunk in storage.open(file.storage_key)])
     try:
-        return file.filename, raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UnsupportedDocumentType(f"{file.content_type} (not UTF-8)") from None
+    if "\x00" in text:
+        raise UnsupportedDocumentType(f"{file.content_type} (it holds NUL bytes: binary?)")
+    return file.filename, text
 
 
 async def add_document(
@@ -254,6 +258,12 @@ async def nearest_chunks(
         statement = select(nearest).order_by(nearest.c.distance)
     rows = (await session.execute(statement)).all()
     return [
-        SearchResult(chunk_id=r.id, document_id=r.document_id, text=r.text, score=1 - r.distance)
+        SearchResult(
+            chunk_id=r.id,
+            document_id=r.document_id,
+            text=r.text,
+            # A zero vector (a remote model's answer for nothing) has no cosine: no similarity.
+            score=0.0 if math.isnan(r.distance) else 1 - r.distance,
+        )
         for r in rows
     ]

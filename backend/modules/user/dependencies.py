@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from backend.core.errors import raises
 from backend.core.security import read_access_token
 from backend.db.session import SessionDep
 from backend.modules.user import service
@@ -15,6 +16,7 @@ from backend.modules.user.models import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
+@raises(NotAuthenticated, InactiveUser)
 async def current_user(
     request: Request,
     session: SessionDep,
@@ -23,9 +25,10 @@ async def current_user(
     """The active user the bearer token names; 401 for a missing, bad or expired token."""
     if not token:
         raise NotAuthenticated()
-    user_id = read_access_token(token, key=request.app.state.settings.jwt_key)
-    user = await service.get(session, user_id) if user_id else None
-    if user is None:
+    claims = read_access_token(token, key=request.app.state.settings.jwt_key)
+    user = await service.get(session, claims[0]) if claims else None
+    # An older version: the password changed, or the account was disabled, since it was issued.
+    if user is None or claims is None or claims[1] != user.token_version:
         raise NotAuthenticated()
     if not user.is_active:
         raise InactiveUser()
@@ -35,6 +38,7 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+@raises(NotSuperuser)
 async def current_superuser(user: CurrentUser) -> User:
     if not user.is_superuser:
         raise NotSuperuser()

@@ -1,17 +1,31 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from backend.core.errors import NotFound, error_responses
+from backend.core.pagination import Limit, Offset
 from backend.core.security import create_access_token
-from backend.db.session import SessionDep
-from backend.modules.user import service
+from backend.db.session import SessionDep, independent_session
+from backend.modules.file import service as file_service
+from backend.modules.file.dependencies import StorageDep
+from backend.modules.user import service, throttle
 from backend.modules.user.dependencies import CurrentSuperuser, CurrentUser
+from backend.modules.user.exceptions import (
+    EmailTaken,
+    InactiveUser,
+    InvalidCredentials,
+    UsernameTaken,
+    WrongPassword,
+)
+from backend.modules.user.models import User
 from backend.modules.user.schemas import (
     PasswordChange,
     Token,
+    UserAdminUpdate,
     UserCreate,
     UserPage,
     UserRead,
@@ -22,24 +36,54 @@ auth_router = APIRouter(prefix="/auth", tags=["auth"])
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-@auth_router.post("/register", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+class UserNotFound(NotFound):
+    detail = "User not found"
+
+
+@auth_router.post(
+    "/register",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(EmailTaken, UsernameTaken),
+)
 async def register(session: SessionDep, data: UserCreate) -> UserRead:
     """Create an account. The email is stored lower-case; 409 if email or username is taken."""
     user = await service.create(session, data=data)
     return UserRead.model_validate(user)
 
 
-@auth_router.post("/token", response_model=Token, status_code=status.HTTP_200_OK)
+@auth_router.post(
+    "/token",
+    response_model=Token,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(InvalidCredentials, InactiveUser, throttle.TooManyAttempts),
+)
 async def token(
     request: Request,
     session: SessionDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
-    """OAuth2 password flow: `username` may be the email or the username."""
-    user = await service.authenticate(session, login=form.username, password=form.password)
+    """OAuth2 password flow: `username` may be the email or the username.
+
+    Failed logins are counted per account and per client address (LOGIN_MAX_FAILURES within
+    LOGIN_FAILURE_WINDOW seconds); past the limit the answer is 429 with Retry-After.
+    """
     settings = request.app.state.settings
+    keys = throttle.keys(form.username, request.client.host if request.client else None)
+    async with independent_session(request) as counts:
+        await throttle.check(counts, keys=keys, max_failures=settings.login_max_failures)
+    try:
+        user = await service.authenticate(session, login=form.username, password=form.password)
+    except InvalidCredentials:
+        async with independent_session(request) as counts:
+            await throttle.record_failure(counts, keys=keys, window=settings.login_failure_window)
+        raise
+    await throttle.clear(session, key=keys[0])
     access = create_access_token(
-        user.id, key=settings.jwt_key, minutes=settings.access_token_minutes
+        user.id,
+        version=user.token_version,
+        key=settings.jwt_key,
+        minutes=settings.access_token_minutes,
     )
     return Token(access_token=access)
 
@@ -50,25 +94,80 @@ async def read_me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@router.patch("/me", response_model=UserRead, status_code=status.HTTP_200_OK)
+@router.patch(
+    "/me",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(EmailTaken, UsernameTaken),
+)
 async def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> UserRead:
     """Change email and/or username; 409 if taken by someone else."""
     return UserRead.model_validate(await service.update(session, user=user, data=data))
 
 
-@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_model=None,
+    responses=error_responses(WrongPassword),
+)
 async def change_password(session: SessionDep, user: CurrentUser, data: PasswordChange) -> None:
-    """Replace the password; the current one must be given."""
+    """Replace the password; the current one must be given. Every earlier token stops working:
+    log in again."""
     await service.change_password(session, user=user, data=data)
+
+
+async def _delete_account(session: SessionDep, user: User, storage: StorageDep) -> None:
+    # The file module removes its blobs once the deletion has committed; rows cascade.
+    await file_service.delete_all(session, owner=user, storage=storage)
+    await service.delete(session, user=user)
+
+
+@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
+async def delete_me(session: SessionDep, user: CurrentUser, storage: StorageDep) -> None:
+    """Delete your account with its files (their contents too) and knowledge bases."""
+    await _delete_account(session, user, storage)
 
 
 @router.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
 async def list_users(
-    session: SessionDep,
-    _: CurrentSuperuser,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    session: SessionDep, _: CurrentSuperuser, limit: Limit = 20, offset: Offset = 0
 ) -> UserPage:
     """All users, oldest first (superusers only)."""
     users = await service.list_users(session, limit=limit + 1, offset=offset)
     return UserPage.of(users, limit=limit, offset=offset)
+
+
+async def _other_user(session: SessionDep, user_id: uuid.UUID) -> User:
+    user = await service.get(session, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(UserNotFound),
+)
+async def administer(
+    session: SessionDep, _: CurrentSuperuser, user_id: uuid.UUID, data: UserAdminUpdate
+) -> UserRead:
+    """Disable or re-enable an account, or change its superuser flag (superusers only).
+    Disabling ends its tokens at once."""
+    user = await _other_user(session, user_id)
+    return UserRead.model_validate(await service.administer(session, user=user, data=data))
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_model=None,
+    responses=error_responses(UserNotFound),
+)
+async def delete_user(
+    session: SessionDep, _: CurrentSuperuser, user_id: uuid.UUID, storage: StorageDep
+) -> None:
+    """Delete an account with its files and knowledge bases (superusers only)."""
+    await _delete_account(session, await _other_user(session, user_id), storage)

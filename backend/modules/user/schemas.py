@@ -1,43 +1,83 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from backend.core.pagination import Page
+from backend.core.schemas import InputModel
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is proven by mail.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Categories that never belong in a name people type: controls, format characters (zero-width
+# spaces and joiners, bidirectional overrides), private use, surrogates, unassigned.
+_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn"}
+# Scripts with letters that look like Latin ones ("paypal" with a Cyrillic "a" in it).
+_LOOKALIKE_SCRIPTS = {"CYRILLIC", "GREEK"}
+
+
+def canonical(value: Any) -> Any:
+    """NFKC form: full-width letters and `ada` are one name. Refuses invisible characters."""
+    if not isinstance(value, str):
+        return value  # the str validation that follows says what is wrong
+    value = unicodedata.normalize("NFKC", value).strip()
+    for ch in value:
+        if unicodedata.category(ch) in _INVISIBLE:
+            raise ValueError(f"must not contain invisible or control characters (U+{ord(ch):04X})")
+    return value
+
+
+def _scripts(part: str) -> set[str]:
+    return {unicodedata.name(ch, "?").split(" ")[0] for ch in part if ch.isalpha()}
 
 
 def _check_email(value: str) -> str:
-    value = value.strip()
+    value = canonical(value)
     if not _EMAIL.match(value):
         raise ValueError("not a valid email address")
+    local, domain = value.rsplit("@", 1)
+    for part in (local, *domain.split(".")):
+        scripts = _scripts(part)
+        if "LATIN" in scripts and scripts & _LOOKALIKE_SCRIPTS:
+            raise ValueError(
+                f"mixes Latin and {'/'.join(sorted(scripts & _LOOKALIKE_SCRIPTS)).title()} "
+                f"letters in {part!r} (a look-alike of another address?)"
+            )
     return value
 
 
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_check_email)]
-Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,64}$")]
+# NFKC first, then ASCII only: full-width and look-alike letters cannot make a second "ada".
+Username = Annotated[
+    str, BeforeValidator(canonical), StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,64}$")
+]
 # argon2 takes any length; the cap keeps a request from buying seconds of CPU.
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 
 
-class UserCreate(BaseModel):
+class UserCreate(InputModel):
     email: Email
     username: Username
     password: Password
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(InputModel):
     email: Email | None = None
     username: Username | None = None
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(InputModel):
     current_password: str = Field(max_length=128)
     new_password: Password
 
@@ -59,3 +99,10 @@ UserPage = Page[UserRead]
 class Token(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
+
+
+class UserAdminUpdate(InputModel):
+    """What a superuser may change on another account."""
+
+    is_active: bool | None = None
+    is_superuser: bool | None = None

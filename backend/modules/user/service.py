@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.schemas import is_storable
 from backend.core.security import hash_password, verify_password
 from backend.modules.user.exceptions import (
     EmailTaken,
@@ -15,11 +17,11 @@ from backend.modules.user.exceptions import (
     WrongPassword,
 )
 from backend.modules.user.models import User
-from backend.modules.user.schemas import PasswordChange, UserCreate, UserUpdate
+from backend.modules.user.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdate
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    return unicodedata.normalize("NFKC", email).strip().lower()
 
 
 async def _check_free(
@@ -45,7 +47,7 @@ async def create(session: AsyncSession, *, data: UserCreate, is_superuser: bool 
         email=email,
         email_as_registered=data.email.strip(),
         username=data.username,
-        hashed_password=hash_password(data.password),
+        hashed_password=await hash_password(data.password),
         is_superuser=is_superuser,
     )
     session.add(user)
@@ -60,11 +62,12 @@ async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def authenticate(session: AsyncSession, *, login: str, password: str) -> User:
     """The user whose email or username is `login` and whose password matches."""
-    login = login.strip()
+    login = unicodedata.normalize("NFKC", login).strip() if is_storable(login) else ""
     column = User.email if "@" in login else User.username
     value = normalise_email(login) if "@" in login else login
-    user = await session.scalar(select(User).where(column == value))
-    if not verify_password(password, user.hashed_password if user else None) or user is None:
+    # A login no account can have (empty, NUL) is looked up as nobody, at the same cost.
+    user = await session.scalar(select(User).where(column == value)) if login else None
+    if not await verify_password(password, user.hashed_password if user else None) or not user:
         raise InvalidCredentials()
     if not user.is_active:
         raise InactiveUser()
@@ -85,9 +88,27 @@ async def update(session: AsyncSession, *, user: User, data: UserUpdate) -> User
 
 
 async def change_password(session: AsyncSession, *, user: User, data: PasswordChange) -> None:
-    if not verify_password(data.current_password, user.hashed_password):
+    if not await verify_password(data.current_password, user.hashed_password):
         raise WrongPassword()
-    user.hashed_password = hash_password(data.new_password)
+    user.hashed_password = await hash_password(data.new_password)
+    user.token_version += 1  # every token issued before the change stops working
+    await session.flush()
+
+
+async def administer(session: AsyncSession, *, user: User, data: UserAdminUpdate) -> User:
+    """A superuser's changes to an account; disabling it also ends its tokens."""
+    if data.is_active is not None and data.is_active != user.is_active:
+        user.is_active = data.is_active
+        user.token_version += 1
+    if data.is_superuser is not None:
+        user.is_superuser = data.is_superuser
+    await session.flush()
+    return user
+
+
+async def delete(session: AsyncSession, *, user: User) -> None:
+    """Delete the account; its rows elsewhere go with it (ON DELETE CASCADE)."""
+    await session.delete(user)
     await session.flush()
 
 
