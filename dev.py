@@ -4,6 +4,7 @@
     python3 dev.py serve              # migrate the (embedded) database, serve :8000 (PORT)
     python3 dev.py test               # ruff, mypy and the whole test suite
     python3 dev.py bench              # benchmarks -> bench/results/latest.md and latest.png
+    python3 dev.py fuzz               # schemathesis against a real server (--examples N)
     python3 dev.py alembic ARGS...    # uv run alembic ARGS... (e.g. revision --autogenerate -m x)
     python3 dev.py superuser EMAIL USERNAME   # create a superuser (asks for the password)
     python3 dev.py db status|psql|log|stop|reset   # the embedded PostgreSQL
@@ -77,6 +78,10 @@ def bench(uv: str, extra: list[str]) -> None:
     run(uv, "run", "--locked", "python", "-m", "bench.run", *extra)
 
 
+def fuzz(uv: str, extra: list[str]) -> None:
+    run(uv, "run", "--locked", "python", "-m", "tests.fuzz", *extra)
+
+
 def alembic(uv: str, extra: list[str]) -> None:
     run(uv, "run", "--locked", "alembic", *extra, echo=False)
 
@@ -97,6 +102,7 @@ COMMANDS = {
     "serve": serve,
     "test": test,
     "bench": bench,
+    "fuzz": fuzz,
     "alembic": alembic,
     "superuser": superuser,
     "db": db,

@@ -112,13 +112,21 @@ def storage_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def app(
-    app_db: URL, sessionmaker: async_sessionmaker[AsyncSession], storage_dir: Path
+    request: pytest.FixtureRequest,
+    app_db: URL,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage_dir: Path,
 ) -> AsyncIterator[FastAPI]:
-    """The real app; its request sessions (the real dependency) run on the test's transaction."""
+    """The real app; its request sessions (the real dependency) run on the test's transaction.
+
+    `@pytest.mark.settings(NAME=value, ...)` on a test changes its settings.
+    """
+    marker = request.node.get_closest_marker("settings")
     settings = Settings(
         database_url=db.sync_url(app_db),
         file_storage_dir=storage_dir,
         max_upload_bytes=UPLOAD_LIMIT,
+        **(marker.kwargs if marker else {}),
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):

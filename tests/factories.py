@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,3 +43,8 @@ async def user_with_token(
 ) -> tuple[User, dict[str, str]]:
     user = await create_user(session, **kwargs)  # type: ignore[arg-type]
     return user, await login(client, user.username)
+
+
+def files_in(directory: Path) -> list[Path]:
+    """Every file under `directory` (blobs in a storage directory)."""
+    return [path for path in directory.rglob("*") if path.is_file()]

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, routing, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 logger = logging.getLogger("backend.errors")
 
@@ -143,10 +142,10 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         # Starlette names only the first route that matched the path; the path may have several.
         allowed: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "__none__"})
-            if match != Match.NONE:
-                allowed |= getattr(route, "methods", None) or set()
+        for route in routing.iter_route_contexts(request.app.routes):
+            pattern = getattr(route, "path_regex", None)
+            if pattern is not None and pattern.match(request.url.path):
+                allowed |= route.methods or set()
         if "GET" in allowed:
             allowed.add("HEAD")
         headers["Allow"] = ", ".join(sorted(allowed))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, status
+from fastapi import FastAPI, routing, status
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -19,6 +19,7 @@ from backend.core.errors import AppError, ErrorBody
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 BODY_ERRORS = {
+    status.HTTP_400_BAD_REQUEST: "The body cannot be parsed (not JSON, not UTF-8)",
     status.HTTP_408_REQUEST_TIMEOUT: "The request body stalled (REQUEST_BODY_IDLE_TIMEOUT)",
     status.HTTP_413_CONTENT_TOO_LARGE: "The request body is too large",
 }
@@ -60,7 +61,8 @@ def install_openapi(app: FastAPI) -> None:
         components.setdefault("ErrorBody", ErrorBody.model_json_schema())
         if "HTTPValidationError" in components:
             components["HTTPValidationError"] = VALIDATION_ERROR
-        for route in app.routes:
+        for context in routing.iter_route_contexts(app.routes):
+            route = context.original_route
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
             extra: dict[int, list[str]] = {}
@@ -70,8 +72,8 @@ def install_openapi(app: FastAPI) -> None:
             if has_body:
                 for code, description in BODY_ERRORS.items():
                     extra.setdefault(code, []).append(description)
-            for method in route.methods or ():
-                operation = schema["paths"][route.path_format].get(method.lower())
+            for method in context.methods or ():
+                operation = schema["paths"][context.path_format].get(method.lower())
                 if operation is None:
                     continue
                 responses = operation.setdefault("responses", {})

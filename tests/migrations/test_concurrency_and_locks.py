@@ -189,3 +189,47 @@ async def test_read_only_commands_answer_while_a_migration_holds_the_lock(
     # A command that writes still waits its turn.
     assert writer.returncode != 0
     assert "waiting for the migration lock" in writer.stdout + writer.stderr
+
+
+async def test_a_killed_migration_is_named_with_how_to_end_it(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    """kill -9 on `alembic upgrade`: its statement runs on in the server, holding the lock."""
+    ini = chain_plus(
+        tmp_path,
+        revision="sleep0000test",
+        down_revision=HEAD,
+        upgrade='op.execute("SELECT pg_sleep(60)")',
+    )
+    env = db.alembic_env(migrated_db)
+    runner = start_alembic("-c", str(ini), "upgrade", "head", env=env)
+    find = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE 'SELECT pg_sleep(60)%'"
+    )
+    try:
+        async with asyncio.timeout(60):
+            rows: list[tuple[object, ...]] = []
+            while not rows:
+                await asyncio.sleep(0.2)
+                rows = await db.fetch_all(migrated_db, find)
+    finally:
+        runner.kill()
+        await asyncio.to_thread(runner.communicate)
+    [(pid,)] = rows
+
+    waited = await asyncio.to_thread(
+        alembic, "upgrade", "head", env={**env, "MIGRATION_LOCK_WAIT": "1"}, timeout=60
+    )
+
+    message = waited.stdout + waited.stderr
+    assert waited.returncode != 0
+    assert f"held by process {pid} (application 'alembic on " in message
+    assert "last statement: SELECT pg_sleep(60)" in message
+    assert f"SELECT pg_cancel_backend({pid}); then SELECT pg_terminate_backend({pid});" in message
+    # Doing what it says frees the lock, and the killed revision was never recorded.
+    await db.execute(migrated_db, f"SELECT pg_cancel_backend({pid})")
+    await db.execute(migrated_db, f"SELECT pg_terminate_backend({pid})")
+    again = await asyncio.to_thread(alembic, "upgrade", "head", env=env, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert await db.current_revisions(migrated_db) == {HEAD}

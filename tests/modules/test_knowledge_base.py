@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -169,7 +171,9 @@ async def test_bad_input_is_a_clear_4xx(client: httpx.AsyncClient, session: Asyn
         headers=headers,
         json={"file_id": "6f1d8f7e-55a7-4c59-9a53-6d4b1e0f2a11"},
     )
-    assert missing_file.status_code == 404
+    # A bad reference in the body is a bad field (422), not a missing URL (404).
+    assert missing_file.status_code == 422
+    assert "file_id" in missing_file.json()["detail"]
     assert (await client.get(f"{KBS}/nope", headers=headers)).status_code == 422
     assert (await client.post(KBS, headers=headers, json={"name": "  "})).status_code == 422
 
@@ -194,11 +198,19 @@ async def test_other_users_knowledge_bases_do_not_exist_for_you(
         ("POST", f"{KBS}/{kb}/documents", {"title": "t", "text": "x"}),
         ("DELETE", f"{KBS}/{kb}/documents/{doc}", None),
         ("POST", f"{KBS}/{kb}/search", {"query": "private"}),
-        # Bob cannot turn Alice's upload into a document of his own either.
-        ("POST", f"{KBS}/{bobs_kb}/documents", {"file_id": alice_file.json()["id"]}),
     ):
         response = await client.request(method, path, headers=bob, json=body)
         assert response.status_code == 404, (method, path)
+    # Bob cannot turn Alice's upload into a document of his own either: to him it does not exist,
+    # exactly as a file id nobody has.
+    stolen = await client.post(
+        f"{KBS}/{bobs_kb}/documents", headers=bob, json={"file_id": alice_file.json()["id"]}
+    )
+    unknown = await client.post(
+        f"{KBS}/{bobs_kb}/documents", headers=bob, json={"file_id": str(uuid.uuid4())}
+    )
+    assert stolen.status_code == unknown.status_code == 422
+    assert stolen.json() == unknown.json()
     assert [k["id"] for k in (await client.get(KBS, headers=bob)).json()] == [bobs_kb]
 
 

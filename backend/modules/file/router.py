@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from backend.core.errors import StorageFull, error_responses
@@ -51,9 +51,14 @@ UPLOAD_BODY = {
     ),
 )
 async def upload(
-    request: Request, session: SessionDep, user: CurrentUser, storage: StorageDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    storage: StorageDep,
 ) -> FileRead:
-    """Upload one file (multipart field `file`), streamed to storage; size and sha256 recorded."""
+    """Upload one file (multipart field `file`), streamed to storage; size and sha256 recorded.
+    `Location` names it."""
     limit: int = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
@@ -67,6 +72,7 @@ async def upload(
         max_size=limit,
         quota=request.app.state.settings.storage_quota_bytes,
     )
+    response.headers["Location"] = str(request.url_for("read_file", file_id=file.id).path)
     return FileRead.model_validate(file)
 
 

@@ -33,3 +33,10 @@ class DocumentTooLarge(AppError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"The document is larger than the limit of {limit} bytes")
+
+
+class SourceFileNotFound(AppError):
+    """The body names a file the caller does not have: a bad field, not a missing URL (404)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "file_id: you have no file with this id"

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 
 from backend.core.errors import error_responses
 from backend.db.session import SessionDep
 from backend.modules.file.dependencies import StorageDep
-from backend.modules.file.exceptions import FileNotFound
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.dependencies import EmbedderDep, OwnedKnowledgeBase
 from backend.modules.knowledge_base.embeddings import EmbeddingError
@@ -15,6 +14,7 @@ from backend.modules.knowledge_base.exceptions import (
     DocumentNotFound,
     DocumentTooLarge,
     EmptyDocument,
+    SourceFileNotFound,
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.schemas import (
@@ -33,10 +33,16 @@ router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
 
 @router.post("", response_model=KnowledgeBaseRead, status_code=status.HTTP_201_CREATED)
 async def create(
-    session: SessionDep, user: CurrentUser, data: KnowledgeBaseCreate
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    data: KnowledgeBaseCreate,
 ) -> KnowledgeBaseRead:
-    """Create an empty knowledge base."""
-    return KnowledgeBaseRead.model_validate(await service.create(session, owner=user, data=data))
+    """Create an empty knowledge base; `Location` names it."""
+    kb = await service.create(session, owner=user, data=data)
+    response.headers["Location"] = str(request.url_for("read", kb_id=kb.id).path)
+    return KnowledgeBaseRead.model_validate(kb)
 
 
 @router.get("", response_model=list[KnowledgeBaseRead], status_code=status.HTTP_200_OK)
@@ -71,7 +77,7 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBase) -> None:
     response_model=DocumentRead,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(
-        FileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge, EmbeddingError
+        SourceFileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge, EmbeddingError
     ),
 )
 async def add_document(

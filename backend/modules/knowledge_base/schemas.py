@@ -4,12 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.core.schemas import InputModel
+from backend.core.schemas import InputModel, not_blank
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Name = Annotated[str, *not_blank(200)]
+Title = Annotated[str, *not_blank(300)]
+Text = Annotated[str, *not_blank()]
+Query = Annotated[str, *not_blank(2000)]
 
 
 class KnowledgeBaseCreate(InputModel):
@@ -36,8 +38,28 @@ class KnowledgeBaseRead(BaseModel):
 class DocumentCreate(InputModel):
     """Either `text` (with a `title`) or `file_id` of an uploaded text/markdown file."""
 
+    # The published schema says it as the validator below does: one of the two shapes.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["title", "text"],
+                    "properties": {
+                        "title": {"type": "string"},
+                        "text": {"type": "string"},
+                        "file_id": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["file_id"],
+                    "properties": {"file_id": {"type": "string"}, "text": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     title: Title | None = None
-    text: str | None = None
+    text: Text | None = None
     file_id: uuid.UUID | None = None
 
     @model_validator(mode="after")
@@ -62,7 +84,7 @@ class DocumentRead(BaseModel):
 
 
 class SearchQuery(InputModel):
-    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    query: Query
     top_k: int = Field(default=5, ge=1, le=50)
 
 

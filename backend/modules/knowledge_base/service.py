@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.modules.file import service as file_service
+from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.embeddings import Embedder
@@ -17,6 +18,7 @@ from backend.modules.knowledge_base.exceptions import (
     DocumentTooLarge,
     EmptyDocument,
     KnowledgeBaseNotFound,
+    SourceFileNotFound,
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
@@ -81,7 +83,10 @@ async def delete_kb(session: AsyncSession, *, kb: KnowledgeBase) -> None:
 async def _file_text(
     session: AsyncSession, *, owner: User, file_id: uuid.UUID, storage: Storage, limit: int
 ) -> tuple[str, str]:
-    file = await file_service.get(session, owner=owner, file_id=file_id)
+    try:
+        file = await file_service.get(session, owner=owner, file_id=file_id)
+    except FileNotFound:
+        raise SourceFileNotFound() from None
     is_text = file.content_type in TEXT_TYPES or (
         file.content_type in ("application/octet-stream", "")
         and file.filename.lower().endswith(TEXT_SUFFIXES)

@@ -58,11 +58,7 @@ async def register(session: SessionDep, data: UserCreate) -> UserRead:
     status_code=status.HTTP_200_OK,
     responses=error_responses(InvalidCredentials, InactiveUser, throttle.TooManyAttempts),
 )
-async def token(
-    request: Request,
-    session: SessionDep,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-) -> Token:
+async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
     """OAuth2 password flow: `username` may be the email or the username.
 
     Failed logins are counted per account and per client address (LOGIN_MAX_FAILURES within
@@ -70,15 +66,19 @@ async def token(
     """
     settings = request.app.state.settings
     keys = throttle.keys(form.username, request.client.host if request.client else None)
-    async with independent_session(request) as counts:
-        await throttle.check(counts, keys=keys, max_failures=settings.login_max_failures)
-    try:
-        user = await service.authenticate(session, login=form.username, password=form.password)
-    except InvalidCredentials:
-        async with independent_session(request) as counts:
-            await throttle.record_failure(counts, keys=keys, window=settings.login_failure_window)
-        raise
-    await throttle.clear(session, key=keys[0])
+    # Its own transaction, committed even when the login fails: a failure must count.
+    async with independent_session(request) as session:
+        await throttle.check(session, keys=keys, max_failures=settings.login_max_failures)
+        try:
+            user = await service.authenticate(session, login=form.username, password=form.password)
+        except InvalidCredentials as exc:
+            await throttle.record_failure(session, keys=keys, window=settings.login_failure_window)
+            failure: InvalidCredentials | None = exc
+        else:
+            await throttle.clear(session, key=keys[0])
+            failure = None
+    if failure is not None:
+        raise failure
     access = create_access_token(
         user.id,
         version=user.token_version,

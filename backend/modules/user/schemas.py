@@ -13,13 +13,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from backend.core.pagination import Page
 from backend.core.schemas import InputModel
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is proven by mail.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
 # Categories that never belong in a name people type: controls, format characters (zero-width
 # spaces and joiners, bidirectional overrides), private use, surrogates, unassigned.
 _INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn"}
@@ -57,10 +58,23 @@ def _check_email(value: str) -> str:
     return value
 
 
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_check_email)]
+_USERNAME = r"^[A-Za-z0-9_.-]{3,64}$"
+
+# The published schemas say what is accepted, so clients (and the schema fuzzer) can tell.
+Email = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(_check_email),
+    WithJsonSchema(
+        {"type": "string", "format": "email", "maxLength": 320, "pattern": _EMAIL.pattern}
+    ),
+]
 # NFKC first, then ASCII only: full-width and look-alike letters cannot make a second "ada".
 Username = Annotated[
-    str, BeforeValidator(canonical), StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,64}$")
+    str,
+    BeforeValidator(canonical),
+    StringConstraints(pattern=_USERNAME),
+    WithJsonSchema({"type": "string", "pattern": _USERNAME}),
 ]
 # argon2 takes any length; the cap keeps a request from buying seconds of CPU.
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
