@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,12 +31,26 @@ UNIQUE_VIOLATION = "23505"
 RETRYABLE_HEADER = "x-internal-retryable"
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 class AppError(Exception):
-    """Base for errors a service raises on purpose; `status_code` is what the client gets."""
+    """Base for errors a service raises on purpose; `status_code` is what the client gets.
+
+    `code` is the stable, machine-readable name of the error (from the class name:
+    `FileNotFound` is `file_not_found`); `detail` is the sentence for people, and may change.
+    """
 
     status_code: int = status.HTTP_400_BAD_REQUEST
     detail: str = "Bad request"
+    code: str = "bad_request"
     headers: dict[str, str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = _snake(cls.__name__)
 
     def __init__(self, detail: str | None = None) -> None:
         if detail is not None:
@@ -70,9 +85,22 @@ class StorageFull(AppError):
 
 
 class ErrorBody(BaseModel):
-    """Every error response: a sentence for people in `detail`."""
+    """Every error response: a stable `code` for programs, a sentence for people in `detail`."""
 
     detail: str
+    code: str
+
+
+# Codes of the errors that do not come from an AppError.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "body_stalled",
+    413: "body_too_large",
+    422: "validation_error",
+}
 
 
 E = TypeVar("E", bound=Callable[..., Any])
@@ -98,13 +126,15 @@ def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+def _json(
+    status_code: int, detail: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status_code, headers=headers)
 
 
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return _json(exc.status_code, exc.detail, exc.headers)
+    return _json(exc.status_code, exc.detail, exc.code, exc.headers)
 
 
 def _finite(value: Any) -> Any:
@@ -131,6 +161,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
         problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     body = {
         "detail": _finite("; ".join(problems) or "Invalid request"),
+        "code": "validation_error",
         "errors": _finite(jsonable_encoder(errors)),
     }
     return JSONResponse(body, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
@@ -149,14 +180,17 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
         if "GET" in allowed:
             allowed.add("HEAD")
         headers["Allow"] = ", ".join(sorted(allowed))
-    return _json(exc.status_code, str(exc.detail), headers)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return _json(exc.status_code, str(exc.detail), code, headers)
 
 
 async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IntegrityError)
     if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
         # A uniqueness the service did not check first (a race between two requests, usually).
-        return _json(status.HTTP_409_CONFLICT, "The request conflicts with existing data")
+        return _json(
+            status.HTTP_409_CONFLICT, "The request conflicts with existing data", "conflict"
+        )
     return await _unexpected_error_handler(request, exc)
 
 
@@ -181,6 +215,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
         return _json(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The server is busy: no database connection was free in time. Retry shortly.",
+            "pool_exhausted",
             {"Retry-After": "1"},
         )
     if database_unreachable(exc):
@@ -193,6 +228,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
         return _json(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The database is unavailable. Retry shortly.",
+            "database_unavailable",
             headers,
         )
     return await _unexpected_error_handler(request, exc)
@@ -200,7 +236,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _json(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+    return _json(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error", "internal_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

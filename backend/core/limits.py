@@ -88,7 +88,7 @@ class HeadAsGet:
 
 
 async def _send_413(send: Send, detail: str) -> None:
-    body = ('{"detail":"' + detail + '"}').encode()
+    body = ('{"detail":"' + detail + '","code":"body_too_large"}').encode()
     await send(
         {
             "type": "http.response.start",

@@ -3,7 +3,8 @@
 FastAPI documents a route's own `responses` and a 422 shaped `{"detail": [...]}`. This adds the
 errors each route's dependencies declare (`@raises(...)`: 401 wherever a token is needed, 404
 wherever an owned resource is loaded), the body guards' 408 and 413 on routes with a body, and
-publishes the 422 shape the handler really sends: `{"detail": "...", "errors": [...]}`.
+publishes the 422 shape the handler really sends: `{"detail": "...", "code": "validation_error",
+"errors": [...]}`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ BODY_ERRORS = {
 VALIDATION_ERROR = {
     "title": "HTTPValidationError",
     "type": "object",
-    "required": ["detail", "errors"],
+    "required": ["detail", "code", "errors"],
     "properties": {
         "detail": {"type": "string", "title": "Detail", "description": "The problems, in one line"},
+        "code": {"type": "string", "title": "Code", "enum": ["validation_error"]},
         "errors": {
             "type": "array",
             "title": "Errors",

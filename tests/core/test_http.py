@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
@@ -31,7 +33,7 @@ async def test_405_names_every_method_the_path_has(client: httpx.AsyncClient) ->
     response = await client.delete(f"{API}/files")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD, POST"
-    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.json() == {"detail": "Method Not Allowed", "code": "method_not_allowed"}
 
 
 async def test_an_unexpected_error_is_json_too(app: FastAPI) -> None:
@@ -43,7 +45,7 @@ async def test_an_unexpected_error_is_json_too(app: FastAPI) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         response = await http.get("/template-test-boom")
     assert response.status_code == 500
-    assert response.json() == {"detail": "Internal server error"}
+    assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
 
 
 async def test_database_down_is_503_with_retry_after(
@@ -68,7 +70,7 @@ async def test_the_published_schema_says_what_errors_look_like(client: httpx.Asy
     assert published["properties"]["errors"]["type"] == "array"
     bad = await client.post(f"{API}/auth/register", json={"email": 1})
     assert bad.status_code == 422
-    assert set(bad.json()) == set(published["required"]) == {"detail", "errors"}
+    assert set(bad.json()) == set(published["required"]) == {"detail", "code", "errors"}
     assert isinstance(bad.json()["detail"], str)
     assert all({"loc", "msg", "type"} <= set(e) for e in bad.json()["errors"])
 
@@ -93,3 +95,24 @@ def test_docs_setting_default_follows_the_environment() -> None:
     assert Settings(environment="development").docs_enabled
     assert not Settings(environment="production", jwt_secret="x" * 32).docs_enabled
     assert create_app(Settings(environment="production", jwt_secret="x" * 32)).openapi_url is None
+
+
+async def test_every_error_names_a_stable_code(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, auth = await user_with_token(client, session)
+    cases = {
+        "not_authenticated": client.get(f"{API}/users/me"),
+        "file_not_found": client.get(f"{API}/files/{uuid.uuid4()}", headers=auth),
+        "validation_error": client.get(f"{API}/files/nope", headers=auth),
+        "not_found": client.get("/no-such-page"),
+        "method_not_allowed": client.put(f"{API}/files"),
+        "invalid_credentials": client.post(
+            f"{API}/auth/token", data={"username": "x", "password": "y"}
+        ),
+        "body_too_large": client.post(f"{API}/auth/register", content=b"x" * 3_000_000),
+    }
+    for code, request in cases.items():
+        body = (await request).json()
+        assert body["code"] == code, body
+        assert isinstance(body["detail"], str)

@@ -66,7 +66,7 @@ async def test_a_failing_request_leaves_nothing(
         "/boundary/fails-after-writing", params={"email": "b@example.com"}
     )
     assert response.status_code == 409
-    assert response.json() == {"detail": "changed my mind"}
+    assert response.json() == {"detail": "changed my mind", "code": "conflict"}
     assert await count(session, "b@example.com") == 0
 
 

@@ -61,7 +61,9 @@ async def test_wrong_credentials_give_one_answer(
     no_such_user = await client.post(TOKEN, data={"username": "nobody", "password": PASSWORD})
     assert wrong_password.status_code == no_such_user.status_code == 401
     assert (
-        wrong_password.json() == no_such_user.json() == {"detail": "Incorrect username or password"}
+        wrong_password.json()
+        == no_such_user.json()
+        == {"detail": "Incorrect username or password", "code": "invalid_credentials"}
     )
 
 
