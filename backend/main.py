@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from backend.core import health
+from backend import health
 from backend.core.config import Settings, SettingsError, get_settings
 from backend.core.errors import install_error_handlers
 from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect

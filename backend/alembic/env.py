@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -23,13 +24,9 @@ from backend.core.config import PROJECT_ROOT, SettingsError, get_settings
 from backend.db.base import Base
 from backend.db.discovery import ModuleDiscoveryError, import_models
 from backend.db.embedded import EmbeddedDatabaseUnavailable
-from backend.db.migrations import (
-    describe_failure,
-    describe_revision_error,
-    migration_lock,
-    run_async,
-)
+from backend.db.migrations import describe_failure, describe_revision_error, migration_lock
 from backend.db.review import review
+from backend.db.session import database_url
 
 config = context.config
 # A connection handed in means a program (a test, a tool) drives Alembic and owns logging.
@@ -122,14 +119,10 @@ COMMON_OPTIONS: dict[str, Any] = {
 }
 
 
-def _timeout_sql(local: bool) -> list[str]:
-    scope = "LOCAL " if local else ""
+def _timeout_sql() -> list[str]:
     lock_ms = int(settings.migration_lock_timeout * 1000)
     statement_ms = int(settings.migration_statement_timeout * 1000)
-    return [
-        f"SET {scope}lock_timeout = {lock_ms}",
-        f"SET {scope}statement_timeout = {statement_ms}",
-    ]
+    return [f"SET lock_timeout = {lock_ms}", f"SET statement_timeout = {statement_ms}"]
 
 
 def _step() -> str:
@@ -175,14 +168,10 @@ def _migrate() -> None:
 
 def do_run_migrations(connection: Connection) -> None:
     if connection.in_transaction():
-        # The caller's transaction: run inside it, leave commit/rollback to the caller.
-        with migration_lock(connection, wait=settings.migration_lock_wait, commit=False):
-            for statement in _timeout_sql(local=True):
-                connection.exec_driver_sql(statement)
-            context.configure(connection=connection, **COMMON_OPTIONS)
-            _migrate()
-        return
-
+        raise CommandError(
+            "hand Alembic a connection with no transaction open: each revision commits in a "
+            "transaction of its own (transaction_per_migration)"
+        )
     # Configured with no transaction open, so Alembic manages (and commits) its own.
     context.configure(connection=connection, **COMMON_OPTIONS)
     if _step() in READ_ONLY_STEPS:
@@ -192,7 +181,7 @@ def do_run_migrations(connection: Connection) -> None:
 
     with migration_lock(connection, wait=settings.migration_lock_wait):
         # Only now, holding the lock: waiting for it must not be cut short by lock_timeout.
-        for statement in _timeout_sql(local=False):
+        for statement in _timeout_sql():
             connection.exec_driver_sql(statement)
         connection.commit()
         try:
@@ -236,7 +225,7 @@ def run_migrations_online() -> None:
         url = connectable.url
     elif connectable is None:
         try:
-            url = settings.sqlalchemy_url()
+            url = database_url(settings)
         except EmbeddedDatabaseUnavailable as exc:
             raise CommandError(str(exc)) from None
     else:
@@ -261,8 +250,18 @@ def run_migrations_online() -> None:
         finally:
             await engine.dispose()
 
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise CommandError(
+            "Alembic commands are synchronous and this thread runs an event loop: call them in "
+            "a thread (`await asyncio.to_thread(command.upgrade, config, 'head')`), or hand in "
+            "a connection (`await connection.run_sync(...)`, config.attributes['connection'])"
+        )
     with _explaining(url):
-        run_async(migrate)
+        asyncio.run(migrate())
 
 
 def run_migrations_offline() -> None:
@@ -273,7 +272,7 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         **COMMON_OPTIONS,
     )
-    for statement in _timeout_sql(local=False):
+    for statement in _timeout_sql():
         context.execute(statement)
     _run()
 

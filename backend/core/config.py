@@ -165,14 +165,6 @@ class Settings(BaseSettings):
     def uses_embedded_db(self) -> bool:
         return self.database_url is None
 
-    def sqlalchemy_url(self) -> URL:
-        """The asyncpg URL to connect to, starting the embedded server if none is configured."""
-        if self.database_url is not None:
-            return make_url(self.database_url)
-        from backend.db.embedded import embedded_database_url
-
-        return make_url(embedded_database_url(self.embedded_db_dir))
-
 
 def load_settings() -> Settings:
     """Read settings, turning a validation failure into one readable `SettingsError`."""

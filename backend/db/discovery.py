@@ -7,19 +7,22 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-import backend.modules
+# The package whose folders are the modules. Named, not imported here: `db` sits below the
+# modules and must not depend on them.
+MODULES_PACKAGE = "backend.modules"
 
 
 class ModuleDiscoveryError(ImportError):
     """A folder under `backend/modules/` that looks like a module but cannot be imported."""
 
 
-def module_folders(package: ModuleType = backend.modules) -> list[Path]:
+def module_folders(package: ModuleType | None = None) -> list[Path]:
     """Every folder under the package that holds Python code, `__init__.py` or not.
 
     Listing folders (not `pkgutil.iter_modules`, which only sees folders with `__init__.py`) is
     what makes a module folder someone forgot to give an `__init__.py` visible.
     """
+    package = package or importlib.import_module(MODULES_PACKAGE)
     folders = []
     for root in package.__path__:
         for path in sorted(Path(root).iterdir()):
@@ -30,7 +33,7 @@ def module_folders(package: ModuleType = backend.modules) -> list[Path]:
     return folders
 
 
-def import_models(package: ModuleType = backend.modules) -> list[str]:
+def import_models(package: ModuleType | None = None) -> list[str]:
     """Import `<package>/<name>/models.py` for every module folder; return the module names.
 
     Importing registers the models on `Base.metadata`. A module without `models.py` has no
@@ -39,6 +42,7 @@ def import_models(package: ModuleType = backend.modules) -> list[str]:
     error inside a `models.py` stop the caller with the folder's name: a half-seen schema makes
     autogenerate drop tables.
     """
+    package = package or importlib.import_module(MODULES_PACKAGE)
     found = []
     for folder in module_folders(package):
         has_models = (folder / "models.py").is_file() or (folder / "models").is_dir()

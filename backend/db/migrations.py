@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -72,32 +70,26 @@ class MigrationLockTimeout(CommandError):
 
 
 @contextmanager
-def migration_lock(
-    connection: Connection, *, wait: float, commit: bool = True, poll: float = 0.25
-) -> Iterator[None]:
+def migration_lock(connection: Connection, *, wait: float, poll: float = 0.25) -> Iterator[None]:
     """Hold the database's migration advisory lock for the duration of the block.
 
     Polls `pg_try_advisory_lock` instead of blocking in `pg_advisory_lock`: a blocked lock
     request can deadlock against `CREATE INDEX CONCURRENTLY` in another replica's run, and a
     bounded wait lets an init container fail with a message instead of hanging. The
     transaction the lock query opens is committed before returning, so Alembic starts with no
-    transaction in progress and manages (and commits) its own. With `commit=False` the caller's
-    transaction is left alone (a program that handed Alembic a connection inside a
-    transaction), and the lock is a transaction lock that ends with it.
+    transaction in progress and manages (and commits) its own.
     """
-    end = connection.commit if commit else (lambda: None)
-    try_lock = "pg_try_advisory_lock" if commit else "pg_try_advisory_xact_lock"
     deadline = time.monotonic() + wait
     while True:
         got = connection.execute(
-            text(f"SELECT {try_lock}(:key)"), {"key": MIGRATION_LOCK_KEY}
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
         ).scalar_one()
-        end()
+        connection.commit()
         if got:
             break
         if time.monotonic() >= deadline:
             pid, holder = _lock_holder(connection)
-            end()
+            connection.commit()
             raise MigrationLockTimeout(
                 f"gave up after {wait:g}s waiting for the migration lock held by {holder} "
                 f"(another replica migrating this database?). If it is still migrating, wait "
@@ -108,9 +100,6 @@ def migration_lock(
                 f"SELECT pg_terminate_backend({pid or '<pid>'});"
             )
         time.sleep(poll)
-    if not commit:
-        yield
-        return
     try:
         yield
     finally:
@@ -239,17 +228,3 @@ def describe_revision_error(message: str, heads: list[str]) -> str | None:
             f"`{ALEMBIC_COMMAND} history` lists them."
         )
     return None
-
-
-def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even inside a running event loop.
-
-    Alembic's commands are synchronous; when they are called from async code (a test, an app's
-    start-up) the loop is busy, so the coroutine gets a loop of its own in a worker thread.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,11 +18,19 @@ from sqlalchemy.ext.asyncio import (
 
 from backend.core.config import Settings
 from backend.core.errors import Unavailable, raises
+from backend.db.embedded import embedded_database_url
+
+
+def database_url(settings: Settings) -> URL:
+    """The asyncpg URL to connect to, starting the embedded server if none is configured."""
+    if settings.database_url is not None:
+        return make_url(settings.database_url)
+    return make_url(embedded_database_url(settings.embedded_db_dir))
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
-        settings.sqlalchemy_url(),
+        database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         # Off by default: a ping is one more round trip on every checkout. A connection the

@@ -91,7 +91,7 @@ async def test_reload_keeps_database_and_logins_and_ctrl_c_stops_everything(
             server.wait()
 
     assert "Started server process" in output
-    assert output.count("Application startup complete") == 2  # the first worker and the reload
+    assert output.count("Application startup complete") >= 2  # the first worker and the reload
     assert "Traceback" not in output
     assert server.returncode in (0, 130), output
     assert postmaster_pid(pgdata) is None, "the embedded PostgreSQL is still running"

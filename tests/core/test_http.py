@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.main import create_app
-from tests.core.test_health import serving
 from tests.factories import user_with_token
+from tests.test_health import serving
 
 API = "/api/v1"
 

@@ -10,10 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.util import CommandError
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.core.config import PROJECT_ROOT
-from backend.db.migrations import head_revisions
+from backend.db.migrations import alembic_config, head_revisions
 from tests import db
 from tests.migrations.cli import alembic, write_revisions
 
@@ -125,7 +129,30 @@ def test_a_bad_setting_is_one_line_for_alembic_and_the_app() -> None:
 
 def test_run_from_backend_says_run_from_the_repository_root(template_db: URL) -> None:
     env = db.alembic_env(template_db)
-    for command in (["current"], ["revision", "-m", "from the wrong place"]):
-        text = output(alembic(*command, env=env, cwd=PROJECT_ROOT / "backend"))
+    for args in (["current"], ["revision", "-m", "from the wrong place"]):
+        text = output(alembic(*args, env=env, cwd=PROJECT_ROOT / "backend"))
         assert "run Alembic from the repository root" in text
     assert not list((PROJECT_ROOT / "backend" / "alembic" / "versions").glob("*wrong_place*"))
+
+
+async def test_programs_driving_alembic_are_told_what_it_needs(migrated_db: URL) -> None:
+    """The two ways a program can hand env.py what it cannot use; the ones it can are tested
+    everywhere else (a Connection in tests.db, an AsyncEngine in test_pytest_alembic)."""
+    engine = create_async_engine(migrated_db)
+    try:
+        config = alembic_config()
+        config.attributes["connection"] = engine
+        with pytest.raises(CommandError, match=r"call them in a thread"):
+            command.upgrade(config, "head")  # on this thread's running event loop
+
+        def inside_a_transaction(connection: Connection) -> None:
+            connection.execute(text("SELECT 1"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with engine.connect() as connection:
+            with pytest.raises(CommandError, match="no transaction open"):
+                await connection.run_sync(inside_a_transaction)
+    finally:
+        await engine.dispose()
+    assert await db.current_revisions(migrated_db) == {HEAD}

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from backend.core.config import Settings
-from backend.core.health import assess
 from backend.db.migrations import SCRIPT_LOCATION, head_revisions
+from backend.health import assess
 from backend.main import create_app
 from tests import db
 
