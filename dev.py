@@ -79,7 +79,7 @@ def bench(uv: str, extra: list[str]) -> None:
 
 
 def fuzz(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "python", "-m", "tests.fuzz", *extra)
+    run(uv, "run", "--locked", "python", "-m", "tests.support.fuzz", *extra)
 
 
 def alembic(uv: str, extra: list[str]) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
 from backend.core.config import Settings
 from backend.db.discovery import import_models
 from backend.main import create_app
-from tests import db
+from tests.support import db
 
 import_models()
 

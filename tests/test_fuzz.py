@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.fuzz import fuzz
+import pytest
+
+from tests.support.fuzz import fuzz
+
+pytestmark = [pytest.mark.slow]
 
 
 async def test_the_schema_fuzzer_finds_no_server_error_and_no_schema_violation() -> None:

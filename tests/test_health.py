@@ -1,31 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx
 from alembic.script import ScriptDirectory
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from backend.core.config import Settings
 from backend.db.migrations import SCRIPT_LOCATION, head_revisions
 from backend.health import assess
-from backend.main import create_app
-from tests import db
+from tests.support import db
+from tests.support.server import serving
 
 HEAD = list(head_revisions())
-
-
-@asynccontextmanager
-async def serving(url: URL) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its own engine on `url`, started and stopped like uvicorn does."""
-    app: FastAPI = create_app(Settings(database_url=db.sync_url(url)))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
-        yield client
 
 
 async def test_healthz_needs_no_database() -> None:

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from backend.core.config import PROJECT_ROOT
-from tests import db
+from tests.support import db
+
+pytestmark = [pytest.mark.bench, pytest.mark.slow]
 
 
 def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path) -> None:

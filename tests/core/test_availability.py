@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests import db
-from tests.factories import PASSWORD, files_in
-from tests.server import uvicorn_server
+from tests.support import db
+from tests.support.factories import PASSWORD, files_in
+from tests.support.server import uvicorn_server
+
+pytestmark = [pytest.mark.slow]
 
 API = "/api/v1"
 BOUNDARY = "templatetestboundary"

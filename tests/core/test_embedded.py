@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from backend.core.config import PROJECT_ROOT
 from backend.db.migrations import head_revisions
+
+pytestmark = [pytest.mark.slow]
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

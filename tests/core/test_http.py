@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.main import create_app
-from tests.factories import user_with_token
-from tests.test_health import serving
+from tests.support.factories import user_with_token
+from tests.support.server import serving
 
 API = "/api/v1"
 

@@ -17,7 +17,7 @@ from backend.core.errors import Conflict
 from backend.db.session import SessionDep
 from backend.main import create_app
 from backend.modules.user.models import User
-from tests import db
+from tests.support import db
 
 router = APIRouter(prefix="/boundary")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from backend.core.config import PROJECT_ROOT, Settings
-from tests.deploy.artifacts import (
+from tests.support.artifacts import (
     K8S,
     Manifest,
     find,
@@ -21,6 +21,8 @@ from tests.deploy.artifacts import (
     tool,
     with_component,
 )
+
+pytestmark = [pytest.mark.deploy]
 
 SETTINGS = {name.upper() for name in Settings.model_fields}
 

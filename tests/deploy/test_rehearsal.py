@@ -14,10 +14,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from backend.db.migrations import SCRIPT_LOCATION, head_revisions
-from tests import db
-from tests.deploy.artifacts import K8S, Manifest, find, load_yaml, render
-from tests.deploy.kubelet import Pod
-from tests.migrations.cli import chain_plus
+from tests.support import db
+from tests.support.alembic_cli import chain_plus
+from tests.support.artifacts import K8S, Manifest, find, load_yaml, render
+from tests.support.kubelet import Pod
+
+pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 REPLICAS = 3
 

@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.core.config import PROJECT_ROOT
-from tests import db
-from tests.migrations.cli import alembic
+from tests.support import db
+from tests.support.alembic_cli import alembic
+
+pytestmark = [pytest.mark.slow]
 
 VECTOR_MODULE = """
 import uuid

@@ -6,14 +6,17 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.db.migrations import MIGRATION_LOCK_KEY, SCRIPT_LOCATION, head_revisions
-from tests import db
-from tests.migrations.cli import alembic, chain_plus, start_alembic
+from tests.support import db
+from tests.support.alembic_cli import alembic, chain_plus, start_alembic
+
+pytestmark = [pytest.mark.slow]
 
 HEAD = head_revisions()[0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import URL
 
-from tests import db
+from tests.support import db
 
 EMAILS_LOWERED = "c7a9e1f3b5d2"
 

@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.core.config import PROJECT_ROOT
 from backend.db.migrations import alembic_config, head_revisions
-from tests import db
-from tests.migrations.cli import alembic, write_revisions
+from tests.support import db
+from tests.support.alembic_cli import alembic, write_revisions
+
+pytestmark = [pytest.mark.slow]
 
 HEAD = head_revisions()[0]
 

@@ -17,8 +17,8 @@ from sqlalchemy.engine import URL
 
 from backend.core.config import PROJECT_ROOT
 from backend.db.migrations import SCRIPT_LOCATION, head_revisions
-from tests import db
-from tests.migrations.cli import alembic, write_revisions
+from tests.support import db
+from tests.support.alembic_cli import alembic, write_revisions
 
 SQUAWK = Path(sys.executable).with_name("squawk")
 CONFIG = PROJECT_ROOT / ".squawk.toml"

@@ -8,7 +8,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
 from backend.db.migrations import SCRIPT_LOCATION, head_revisions
-from tests import db
+from tests.support import db
 
 SCRIPTS = ScriptDirectory(str(SCRIPT_LOCATION))
 # Base to head, in the order an upgrade applies them.

@@ -14,7 +14,7 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import LocalStorage
 from backend.modules.file.upload import clean_filename
 from tests.conftest import UPLOAD_LIMIT
-from tests.factories import user_with_token
+from tests.support.factories import user_with_token
 
 FILES = "/api/v1/files"
 

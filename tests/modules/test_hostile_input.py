@@ -20,7 +20,7 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import LocalStorage
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.models import User
-from tests.factories import PASSWORD, create_user, files_in, login, user_with_token
+from tests.support.factories import PASSWORD, create_user, files_in, login, user_with_token
 
 API = "/api/v1"
 NUL = "a\u0000b"

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.models import Chunk
-from tests.factories import user_with_token
+from tests.support.factories import user_with_token
 
 KBS = "/api/v1/knowledge-bases"
 

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.modules.user.models import User
-from tests.factories import PASSWORD, create_user, login, user_with_token
+from tests.support.factories import PASSWORD, create_user, login, user_with_token
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"

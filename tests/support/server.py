@@ -1,4 +1,4 @@
-"""A real uvicorn process serving the app, for tests that need real sockets and real clients."""
+"""The app served for tests: in-process with its own engine, or as a real uvicorn process."""
 
 from __future__ import annotations
 
@@ -11,11 +11,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from backend.core.config import PROJECT_ROOT
-from tests import db
-from tests.deploy.kubelet import free_port
+from backend.core.config import PROJECT_ROOT, Settings
+from backend.main import create_app
+from tests.support import db
+from tests.support.kubelet import free_port
+
+
+@asynccontextmanager
+async def serving(url: URL) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process with its own engine on `url`, started and stopped as uvicorn does."""
+    app: FastAPI = create_app(Settings(database_url=db.sync_url(url)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield client
 
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from backend.core.config import PROJECT_ROOT, _development_jwt_secret
 from backend.db.migrations import head_revisions
-from tests.deploy.kubelet import free_port
+from tests.support.kubelet import free_port
+
+pytestmark = [pytest.mark.slow]
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

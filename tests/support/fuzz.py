@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from backend.core.config import PROJECT_ROOT
-from tests import db
-from tests.server import uvicorn_server
+from tests.support import db
+from tests.support.server import uvicorn_server
 
 ACCOUNT = {"email": "fuzzer@example.com", "username": "fuzzer", "password": "fuzz the api please"}
 # Deleting the account the fuzzer authenticates with would turn the rest of the run into 401s.

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.core.config import PROJECT_ROOT
-from tests.db import write_ini
+from tests.support.db import write_ini
 
 
 def alembic(

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from backend.core.config import PROJECT_ROOT
-from tests.deploy.artifacts import Manifest, find
+from tests.support.artifacts import Manifest, find
 
 # The image's WORKDIR (/app) holds what PROJECT_ROOT holds: alembic.ini and backend/.
 WORKDIR = PROJECT_ROOT
