@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -20,6 +21,9 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Server-generated values (created_at, updated_at, server defaults) come back in the same
+    # INSERT/UPDATE ... RETURNING, not in a SELECT after it: no `session.refresh()` after writes.
+    __mapper_args__: Any = {"eager_defaults": True}  # noqa: RUF012 (read by the mapper only)
 
 
 class UUIDPrimaryKey:

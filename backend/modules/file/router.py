@@ -72,7 +72,7 @@ async def upload(
         max_size=limit,
         quota=request.app.state.settings.storage_quota_bytes,
     )
-    response.headers["Location"] = str(request.url_for("read_file", file_id=file.id).path)
+    response.headers["Location"] = str(request.url_for("get_file", file_id=file.id).path)
     return FileRead.model_validate(file)
 
 
@@ -84,12 +84,12 @@ async def list_files(
     offset: Offset = 0,
 ) -> FilePage:
     """The caller's files, newest first."""
-    files = await service.list_files(session, owner=user, limit=limit + 1, offset=offset)
+    files = await service.list(session, owner=user, limit=limit + 1, offset=offset)
     return FilePage.of(files, limit=limit, offset=offset)
 
 
 @router.get("/{file_id}", response_model=FileRead, status_code=status.HTTP_200_OK)
-async def read_file(file: OwnedFile) -> FileRead:
+async def get_file(file: OwnedFile) -> FileRead:
     """One file's metadata."""
     return FileRead.model_validate(file)
 

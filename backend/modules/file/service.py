@@ -73,7 +73,6 @@ async def create(
     )
     session.add(file)
     await session.flush()
-    await session.refresh(file)
     return file
 
 
@@ -85,9 +84,7 @@ async def get(session: AsyncSession, *, owner: User, file_id: uuid.UUID) -> File
     return file
 
 
-async def list_files(
-    session: AsyncSession, *, owner: User, limit: int, offset: int
-) -> Sequence[File]:
+async def list(session: AsyncSession, *, owner: User, limit: int, offset: int) -> Sequence[File]:
     query = (
         select(File)
         .where(File.owner_id == owner.id)
@@ -112,7 +109,7 @@ async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None
 
 async def delete_all(session: AsyncSession, *, owner: User, storage: Storage) -> None:
     """Delete every file of `owner`: rows now, blobs once that is committed."""
-    keys = list(await session.scalars(select(File.storage_key).where(File.owner_id == owner.id)))
+    keys = (await session.scalars(select(File.storage_key).where(File.owner_id == owner.id))).all()
     await session.execute(sa_delete(File).where(File.owner_id == owner.id))
 
     async def remove_blobs() -> None:
@@ -124,7 +121,7 @@ async def delete_all(session: AsyncSession, *, owner: User, storage: Storage) ->
 
 async def cleanup_orphans(
     session: AsyncSession, *, storage: Storage, older_than: timedelta = timedelta(hours=1)
-) -> list[str]:
+) -> Sequence[str]:
     """Delete blobs no row points to (left by crashes); young ones may be uploads in flight."""
     candidates = await storage.keys_older_than(datetime.now(UTC) - older_than)
     if not candidates:

@@ -41,19 +41,19 @@ async def create(
 ) -> KnowledgeBaseRead:
     """Create an empty knowledge base; `Location` names it."""
     kb = await service.create(session, owner=user, data=data)
-    response.headers["Location"] = str(request.url_for("read", kb_id=kb.id).path)
+    response.headers["Location"] = str(request.url_for("get_knowledge_base", kb_id=kb.id).path)
     return KnowledgeBaseRead.model_validate(kb)
 
 
 @router.get("", response_model=list[KnowledgeBaseRead], status_code=status.HTTP_200_OK)
-async def list_all(session: SessionDep, user: CurrentUser) -> list[KnowledgeBaseRead]:
+async def list_knowledge_bases(session: SessionDep, user: CurrentUser) -> list[KnowledgeBaseRead]:
     """The caller's knowledge bases, oldest first."""
-    kbs = await service.list_knowledge_bases(session, owner=user)
+    kbs = await service.list(session, owner=user)
     return [KnowledgeBaseRead.model_validate(kb) for kb in kbs]
 
 
 @router.get("/{kb_id}", response_model=KnowledgeBaseRead, status_code=status.HTTP_200_OK)
-async def read(kb: OwnedKnowledgeBase) -> KnowledgeBaseRead:
+async def get_knowledge_base(kb: OwnedKnowledgeBase) -> KnowledgeBaseRead:
     """One knowledge base."""
     return KnowledgeBaseRead.model_validate(kb)
 
@@ -63,13 +63,13 @@ async def update(
     session: SessionDep, kb: OwnedKnowledgeBase, data: KnowledgeBaseUpdate
 ) -> KnowledgeBaseRead:
     """Rename it or change its description."""
-    return KnowledgeBaseRead.model_validate(await service.update_kb(session, kb=kb, data=data))
+    return KnowledgeBaseRead.model_validate(await service.update(session, kb=kb, data=data))
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
 async def delete(session: SessionDep, kb: OwnedKnowledgeBase) -> None:
     """Delete it with all its documents and chunks."""
-    await service.delete_kb(session, kb=kb)
+    await service.delete(session, kb=kb)
 
 
 @router.post(
@@ -90,7 +90,7 @@ async def add_document(
     embedder: EmbedderDep,
 ) -> DocumentRead:
     """Add a document from `{title, text}` or from an uploaded text/markdown `{file_id}`."""
-    document = await service.add_document(
+    document = await service.create_document(
         session,
         owner=user,
         kb=kb,

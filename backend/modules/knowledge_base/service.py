@@ -4,8 +4,10 @@ import math
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, select, text
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.config import Settings
 from backend.modules.file import service as file_service
@@ -38,7 +40,6 @@ async def create(session: AsyncSession, *, owner: User, data: KnowledgeBaseCreat
     kb = KnowledgeBase(owner_id=owner.id, name=data.name, description=data.description)
     session.add(kb)
     await session.flush()
-    await session.refresh(kb)
     return kb
 
 
@@ -52,7 +53,7 @@ async def get(session: AsyncSession, *, owner: User, kb_id: uuid.UUID) -> Knowle
     return kb
 
 
-async def list_knowledge_bases(session: AsyncSession, *, owner: User) -> Sequence[KnowledgeBase]:
+async def list(session: AsyncSession, *, owner: User) -> Sequence[KnowledgeBase]:
     query = (
         select(KnowledgeBase)
         .where(KnowledgeBase.owner_id == owner.id)
@@ -61,7 +62,7 @@ async def list_knowledge_bases(session: AsyncSession, *, owner: User) -> Sequenc
     return (await session.scalars(query)).all()
 
 
-async def update_kb(
+async def update(
     session: AsyncSession, *, kb: KnowledgeBase, data: KnowledgeBaseUpdate
 ) -> KnowledgeBase:
     for field in data.model_fields_set:
@@ -70,11 +71,10 @@ async def update_kb(
             continue
         setattr(kb, field, value)
     await session.flush()
-    await session.refresh(kb)
     return kb
 
 
-async def delete_kb(session: AsyncSession, *, kb: KnowledgeBase) -> None:
+async def delete(session: AsyncSession, *, kb: KnowledgeBase) -> None:
     # Documents and chunks go with it (ON DELETE CASCADE).
     await session.delete(kb)
     await session.flush()
@@ -105,7 +105,7 @@ async def _file_text(
     return file.filename, text
 
 
-async def add_document(
+async def create_document(
     session: AsyncSession,
     *,
     owner: User,
@@ -160,18 +160,20 @@ async def add_document(
         ],
     )
     await _add_to_count(session, kb, len(pieces))
-    await session.refresh(document)
     return document
 
 
 async def _add_to_count(session: AsyncSession, kb: KnowledgeBase, delta: int) -> None:
     # In SQL, not Python: two concurrent requests must not lose each other's counts.
-    await session.execute(
-        update(KnowledgeBase)
+    counted = await session.execute(
+        sql_update(KnowledgeBase)
         .where(KnowledgeBase.id == kb.id)
         .values(chunk_count=KnowledgeBase.chunk_count + delta)
+        .returning(KnowledgeBase.chunk_count, KnowledgeBase.updated_at)
     )
-    await session.refresh(kb)
+    chunk_count, updated_at = counted.one()
+    set_committed_value(kb, "chunk_count", chunk_count)
+    set_committed_value(kb, "updated_at", updated_at)
 
 
 async def list_documents(session: AsyncSession, *, kb: KnowledgeBase) -> Sequence[Document]:
@@ -202,7 +204,7 @@ async def search(
     top_k: int,
     embedder: Embedder,
     settings: Settings,
-) -> list[SearchResult]:
+) -> Sequence[SearchResult]:
     """The `top_k` chunks of this knowledge base nearest the query (cosine), best first.
 
     Small knowledge bases are scanned exactly. Large ones use the HNSW index with pgvector's
@@ -225,7 +227,7 @@ async def nearest_chunks(
     vector: Sequence[float],
     top_k: int,
     settings: Settings,
-) -> list[SearchResult]:
+) -> Sequence[SearchResult]:
     """The search query itself: the `top_k` chunks of `kb` nearest `vector` (cosine)."""
     if uses_exact_search(kb, settings):
         # MATERIALIZED: the planner computes every distance in the knowledge base (exact)

@@ -134,7 +134,7 @@ async def list_users(
     session: SessionDep, _: CurrentSuperuser, limit: Limit = 20, offset: Offset = 0
 ) -> UserPage:
     """All users, oldest first (superusers only)."""
-    users = await service.list_users(session, limit=limit + 1, offset=offset)
+    users = await service.list(session, limit=limit + 1, offset=offset)
     return UserPage.of(users, limit=limit, offset=offset)
 
 

@@ -52,7 +52,6 @@ async def create(session: AsyncSession, *, data: UserCreate, is_superuser: bool 
     )
     session.add(user)
     await session.flush()
-    await session.refresh(user)
     return user
 
 
@@ -83,7 +82,6 @@ async def update(session: AsyncSession, *, user: User, data: UserUpdate) -> User
     if data.username is not None:
         user.username = data.username
     await session.flush()
-    await session.refresh(user)
     return user
 
 
@@ -112,6 +110,6 @@ async def delete(session: AsyncSession, *, user: User) -> None:
     await session.flush()
 
 
-async def list_users(session: AsyncSession, *, limit: int, offset: int) -> Sequence[User]:
+async def list(session: AsyncSession, *, limit: int, offset: int) -> Sequence[User]:
     query = select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
     return (await session.scalars(query)).all()
