@@ -1,18 +1,50 @@
-"""Limit/offset pages: services fetch `limit + 1` rows, `Page.of` tells whether more exist."""
+"""Limit/offset pages, in one place: a `PageDep` parameter, `apply` in the query, `Page.of`.
+
+    async def list(session, *, owner, page: PageParams) -> Sequence[File]:
+        return (await session.scalars(page.apply(select(File).where(...)))).all()
+
+    @router.get("", response_model=FilePage)
+    async def list_files(session: SessionDep, user: CurrentUser, page: PageDep) -> FilePage:
+        return FilePage.of(await service.list(session, owner=user, page=page), page)
+
+The query fetches one row more than asked; that row only tells whether another page exists.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy import Select
 
 T = TypeVar("T", bound=BaseModel)
+Row = TypeVar("Row", bound=Any)
 
-# Query parameters of every listing. OFFSET is a bigint in PostgreSQL: nothing above it.
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
+# OFFSET is a bigint in PostgreSQL: nothing above it.
+MAX_OFFSET = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+    def apply(self, query: Select[Row]) -> Select[Row]:
+        """The query, limited to this page plus one row (which says whether more exist)."""
+        return query.limit(self.limit + 1).offset(self.offset)
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -22,14 +54,14 @@ class Page(BaseModel, Generic[T]):
     has_more: bool
 
     @classmethod
-    def of(cls, rows: Sequence[Any], *, limit: int, offset: int) -> Page[T]:
-        """Build a page from up to `limit + 1` ORM rows (the extra one only signals more)."""
+    def of(cls, rows: Sequence[Any], page: PageParams) -> Page[T]:
+        """Build a page from what `page.apply` fetched (up to `limit + 1` ORM rows)."""
         return cls.model_validate(
             {
-                "items": rows[:limit],
-                "limit": limit,
-                "offset": offset,
-                "has_more": len(rows) > limit,
+                "items": rows[: page.limit],
+                "limit": page.limit,
+                "offset": page.offset,
+                "has_more": len(rows) > page.limit,
             },
             from_attributes=True,
         )

@@ -51,7 +51,9 @@ async def test_crud(client: httpx.AsyncClient, session: AsyncSession) -> None:
     kb = created.json()
     assert (kb["name"], kb["description"], kb["chunk_count"]) == ("Docs", "d", 0)
 
-    assert [k["id"] for k in (await client.get(KBS, headers=headers)).json()] == [kb["id"]]
+    listed = (await client.get(KBS, headers=headers)).json()
+    assert [k["id"] for k in listed["items"]] == [kb["id"]]
+    assert listed["has_more"] is False
     renamed = await client.patch(f"{KBS}/{kb['id']}", headers=headers, json={"name": "Manual"})
     assert renamed.status_code == 200
     assert renamed.json()["name"] == "Manual"
@@ -91,7 +93,10 @@ async def test_documents_are_chunked_embedded_and_searchable(
         assert scores == sorted(scores, reverse=True)
 
     documents = await client.get(f"{KBS}/{kb}/documents", headers=headers)
-    assert {d["title"] for d in documents.json()} == set(CORPUS)
+    assert {d["title"] for d in documents.json()["items"]} == set(CORPUS)
+    first = await client.get(f"{KBS}/{kb}/documents", headers=headers, params={"limit": 1})
+    assert len(first.json()["items"]) == 1
+    assert first.json()["has_more"] is True
     gone = await client.delete(f"{KBS}/{kb}/documents/{ids['Cooking']}", headers=headers)
     assert gone.status_code == 204
     after = await client.post(
@@ -211,7 +216,7 @@ async def test_other_users_knowledge_bases_do_not_exist_for_you(
     )
     assert stolen.status_code == unknown.status_code == 422
     assert stolen.json() == unknown.json()
-    assert [k["id"] for k in (await client.get(KBS, headers=bob)).json()] == [bobs_kb]
+    assert [k["id"] for k in (await client.get(KBS, headers=bob)).json()["items"]] == [bobs_kb]
 
 
 @pytest.mark.parametrize(("size", "overlap"), [(200, 0), (200, 50), (1000, 150)])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from backend.core.errors import StorageFull, error_responses
-from backend.core.pagination import Limit, Offset
+from backend.core.pagination import PageDep
 from backend.db.session import SessionDep
 from backend.modules.file import service
 from backend.modules.file.dependencies import OwnedFile, StorageDep
@@ -80,12 +80,10 @@ async def upload(
 async def list_files(
     session: SessionDep,
     user: CurrentUser,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    page: PageDep,
 ) -> FilePage:
     """The caller's files, newest first."""
-    files = await service.list(session, owner=user, limit=limit + 1, offset=offset)
-    return FilePage.of(files, limit=limit, offset=offset)
+    return FilePage.of(await service.list(session, owner=user, page=page), page)
 
 
 @router.get("/{file_id}", response_model=FileRead, status_code=status.HTTP_200_OK)

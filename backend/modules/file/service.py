@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import StorageFull
+from backend.core.pagination import PageParams
 from backend.db.session import after_commit, after_rollback, release_connection
 from backend.modules.file.exceptions import (
     FileNotFound,
@@ -84,15 +85,18 @@ async def get(session: AsyncSession, *, owner: User, file_id: uuid.UUID) -> File
     return file
 
 
-async def list(session: AsyncSession, *, owner: User, limit: int, offset: int) -> Sequence[File]:
+async def list(session: AsyncSession, *, owner: User, page: PageParams) -> Sequence[File]:
     query = (
         select(File)
         .where(File.owner_id == owner.id)
         .order_by(File.created_at.desc(), File.id.desc())
-        .limit(limit)
-        .offset(offset)
     )
-    return (await session.scalars(query)).all()
+    return (await session.scalars(page.apply(query))).all()
+
+
+async def read_content(*, file: File, storage: Storage) -> bytes:
+    """The whole file in memory: for files known to be small (the caller checked `size`)."""
+    return b"".join([chunk async for chunk in storage.open(file.storage_key)])
 
 
 async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None:

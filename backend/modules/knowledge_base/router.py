@@ -5,6 +5,7 @@ import uuid
 from fastapi import APIRouter, Request, Response, status
 
 from backend.core.errors import error_responses
+from backend.core.pagination import PageDep
 from backend.db.session import SessionDep
 from backend.modules.file.dependencies import StorageDep
 from backend.modules.knowledge_base import service
@@ -19,8 +20,10 @@ from backend.modules.knowledge_base.exceptions import (
 )
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
+    DocumentPage,
     DocumentRead,
     KnowledgeBaseCreate,
+    KnowledgeBasePage,
     KnowledgeBaseRead,
     KnowledgeBaseUpdate,
     SearchQuery,
@@ -45,11 +48,12 @@ async def create(
     return KnowledgeBaseRead.model_validate(kb)
 
 
-@router.get("", response_model=list[KnowledgeBaseRead], status_code=status.HTTP_200_OK)
-async def list_knowledge_bases(session: SessionDep, user: CurrentUser) -> list[KnowledgeBaseRead]:
-    """The caller's knowledge bases, oldest first."""
-    kbs = await service.list(session, owner=user)
-    return [KnowledgeBaseRead.model_validate(kb) for kb in kbs]
+@router.get("", response_model=KnowledgeBasePage, status_code=status.HTTP_200_OK)
+async def list_knowledge_bases(
+    session: SessionDep, user: CurrentUser, page: PageDep
+) -> KnowledgeBasePage:
+    """The caller's knowledge bases, oldest first, a page at a time."""
+    return KnowledgeBasePage.of(await service.list(session, owner=user, page=page), page)
 
 
 @router.get("/{kb_id}", response_model=KnowledgeBaseRead, status_code=status.HTTP_200_OK)
@@ -102,10 +106,12 @@ async def add_document(
     return DocumentRead.model_validate(document)
 
 
-@router.get("/{kb_id}/documents", response_model=list[DocumentRead], status_code=status.HTTP_200_OK)
-async def list_documents(session: SessionDep, kb: OwnedKnowledgeBase) -> list[DocumentRead]:
-    """The knowledge base's documents, oldest first."""
-    return [DocumentRead.model_validate(d) for d in await service.list_documents(session, kb=kb)]
+@router.get("/{kb_id}/documents", response_model=DocumentPage, status_code=status.HTTP_200_OK)
+async def list_documents(
+    session: SessionDep, kb: OwnedKnowledgeBase, page: PageDep
+) -> DocumentPage:
+    """The knowledge base's documents, oldest first, a page at a time."""
+    return DocumentPage.of(await service.list_documents(session, kb=kb, page=page), page)
 
 
 @router.delete(

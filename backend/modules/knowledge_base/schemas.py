@@ -6,6 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from backend.core.pagination import Page
 from backend.core.schemas import InputModel, not_blank
 
 Name = Annotated[str, *not_blank(200)]
@@ -33,6 +34,9 @@ class KnowledgeBaseRead(BaseModel):
     chunk_count: int
     created_at: datetime
     updated_at: datetime
+
+
+KnowledgeBasePage = Page[KnowledgeBaseRead]
 
 
 class DocumentCreate(InputModel):
@@ -81,6 +85,9 @@ class DocumentRead(BaseModel):
     chunk_count: int
     char_count: int
     created_at: datetime
+
+
+DocumentPage = Page[DocumentRead]
 
 
 class SearchQuery(InputModel):

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.config import Settings
+from backend.core.pagination import PageParams
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.storage import Storage
@@ -53,13 +54,13 @@ async def get(session: AsyncSession, *, owner: User, kb_id: uuid.UUID) -> Knowle
     return kb
 
 
-async def list(session: AsyncSession, *, owner: User) -> Sequence[KnowledgeBase]:
+async def list(session: AsyncSession, *, owner: User, page: PageParams) -> Sequence[KnowledgeBase]:
     query = (
         select(KnowledgeBase)
         .where(KnowledgeBase.owner_id == owner.id)
         .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
     )
-    return (await session.scalars(query)).all()
+    return (await session.scalars(page.apply(query))).all()
 
 
 async def update(
@@ -83,6 +84,7 @@ async def delete(session: AsyncSession, *, kb: KnowledgeBase) -> None:
 async def _file_text(
     session: AsyncSession, *, owner: User, file_id: uuid.UUID, storage: Storage, limit: int
 ) -> tuple[str, str]:
+    """An uploaded text or markdown file as (filename, text), read through the file module."""
     try:
         file = await file_service.get(session, owner=owner, file_id=file_id)
     except FileNotFound:
@@ -95,7 +97,7 @@ async def _file_text(
         raise UnsupportedDocumentType(file.content_type)
     if file.size > limit:
         raise DocumentTooLarge(limit)
-    raw = b"".join([chunk async for chunk in storage.open(file.storage_key)])
+    raw = await file_service.read_content(file=file, storage=storage)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -105,44 +107,31 @@ async def _file_text(
     return file.filename, text
 
 
-async def create_document(
-    session: AsyncSession,
-    *,
-    owner: User,
-    kb: KnowledgeBase,
-    data: DocumentCreate,
-    storage: Storage,
-    embedder: Embedder,
-    settings: Settings,
-) -> Document:
-    """Chunk, embed and store a document; its chunks land in one batch insert."""
+async def _source(
+    session: AsyncSession, *, owner: User, data: DocumentCreate, storage: Storage, limit: int
+) -> tuple[str, str]:
+    """The document's title and text, from the body or from an uploaded file."""
     if data.file_id is not None:
         filename, body = await _file_text(
-            session,
-            owner=owner,
-            file_id=data.file_id,
-            storage=storage,
-            limit=settings.max_document_bytes,
+            session, owner=owner, file_id=data.file_id, storage=storage, limit=limit
         )
-        title = data.title or filename
-    else:
-        assert data.text is not None
-        assert data.title is not None
-        title, body = data.title, data.text
-        if len(body.encode()) > settings.max_document_bytes:
-            raise DocumentTooLarge(settings.max_document_bytes)
-    pieces = split_text(body, size=settings.chunk_size, overlap=settings.chunk_overlap)
-    if not pieces:
-        raise EmptyDocument()
-    vectors = await embedder.embed(pieces)
+        return data.title or filename, body
+    assert data.text is not None
+    assert data.title is not None
+    if len(data.text.encode()) > limit:
+        raise DocumentTooLarge(limit)
+    return data.title, data.text
 
-    document = Document(
-        knowledge_base_id=kb.id,
-        title=title,
-        source_file_id=data.file_id,
-        chunk_count=len(pieces),
-        char_count=len(body),
-    )
+
+async def _store(
+    session: AsyncSession,
+    *,
+    kb: KnowledgeBase,
+    document: Document,
+    pieces: Sequence[str],
+    vectors: Sequence[Sequence[float]],
+) -> None:
+    """The document row, then all its chunks in one multi-row insert."""
     session.add(document)
     await session.flush()
     await session.execute(
@@ -160,6 +149,34 @@ async def create_document(
         ],
     )
     await _add_to_count(session, kb, len(pieces))
+
+
+async def create_document(
+    session: AsyncSession,
+    *,
+    owner: User,
+    kb: KnowledgeBase,
+    data: DocumentCreate,
+    storage: Storage,
+    embedder: Embedder,
+    settings: Settings,
+) -> Document:
+    """Read the source, cut it into chunks, embed them, store them."""
+    title, body = await _source(
+        session, owner=owner, data=data, storage=storage, limit=settings.max_document_bytes
+    )
+    pieces = split_text(body, size=settings.chunk_size, overlap=settings.chunk_overlap)
+    if not pieces:
+        raise EmptyDocument()
+    vectors = await embedder.embed(pieces)
+    document = Document(
+        knowledge_base_id=kb.id,
+        title=title,
+        source_file_id=data.file_id,
+        chunk_count=len(pieces),
+        char_count=len(body),
+    )
+    await _store(session, kb=kb, document=document, pieces=pieces, vectors=vectors)
     return document
 
 
@@ -176,13 +193,15 @@ async def _add_to_count(session: AsyncSession, kb: KnowledgeBase, delta: int) ->
     set_committed_value(kb, "updated_at", updated_at)
 
 
-async def list_documents(session: AsyncSession, *, kb: KnowledgeBase) -> Sequence[Document]:
+async def list_documents(
+    session: AsyncSession, *, kb: KnowledgeBase, page: PageParams
+) -> Sequence[Document]:
     query = (
         select(Document)
         .where(Document.knowledge_base_id == kb.id)
         .order_by(Document.created_at, Document.id)
     )
-    return (await session.scalars(query)).all()
+    return (await session.scalars(page.apply(query))).all()
 
 
 async def delete_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> None:

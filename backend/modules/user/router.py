@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backend.core.errors import NotFound, error_responses
-from backend.core.pagination import Limit, Offset
+from backend.core.pagination import PageDep
 from backend.core.security import create_access_token
 from backend.db.session import SessionDep, independent_session
 from backend.modules.file import service as file_service
@@ -130,12 +130,9 @@ async def delete_me(session: SessionDep, user: CurrentUser, storage: StorageDep)
 
 
 @router.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
-async def list_users(
-    session: SessionDep, _: CurrentSuperuser, limit: Limit = 20, offset: Offset = 0
-) -> UserPage:
+async def list_users(session: SessionDep, _: CurrentSuperuser, page: PageDep) -> UserPage:
     """All users, oldest first (superusers only)."""
-    users = await service.list(session, limit=limit + 1, offset=offset)
-    return UserPage.of(users, limit=limit, offset=offset)
+    return UserPage.of(await service.list(session, page=page), page)
 
 
 async def _other_user(session: SessionDep, user_id: uuid.UUID) -> User:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.pagination import PageParams
 from backend.core.schemas import is_storable
 from backend.core.security import hash_password, verify_password
 from backend.modules.user.exceptions import (
@@ -110,6 +111,6 @@ async def delete(session: AsyncSession, *, user: User) -> None:
     await session.flush()
 
 
-async def list(session: AsyncSession, *, limit: int, offset: int) -> Sequence[User]:
-    query = select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+async def list(session: AsyncSession, *, page: PageParams) -> Sequence[User]:
+    query = page.apply(select(User).order_by(User.created_at, User.id))
     return (await session.scalars(query)).all()
