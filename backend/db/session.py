@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from backend.core.config import Settings
 from backend.core.errors import Unavailable, raises
@@ -48,15 +50,32 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for GET and HEAD requests: autocommit, so no BEGIN and COMMIT round trips.
+    """Read sessions: autocommit, so no BEGIN and COMMIT round trips.
 
     Each statement still sees a consistent snapshot of its own, as it would in the default
-    READ COMMITTED transaction. Handlers of GET requests do not write.
+    READ COMMITTED transaction. A write through one fails (`ReadOnlySessionError`).
     """
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+class ReadOnlySessionError(RuntimeError):
+    """A write through a `ReadSessionDep`: ask for `SessionDep` where a handler writes."""
+
+
+def _refuse_writes(session: Session, *_: object) -> None:
+    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+        raise ReadOnlySessionError("flush through a read session: use SessionDep to write")
+
+
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.session.info.get("read_only") and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise ReadOnlySessionError("INSERT/UPDATE/DELETE through a read session: use SessionDep")
+
+
+event.listen(Session, "before_flush", _refuse_writes)
+event.listen(Session, "do_orm_execute", _refuse_dml)
 Callback = Callable[[], Awaitable[None]]
 logger = logging.getLogger(__name__)
 
@@ -106,11 +125,7 @@ async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
 @raises(Unavailable)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once at the boundary, rolled back on any error."""
-    sessionmaker: async_sessionmaker[AsyncSession] = (
-        request.app.state.read_sessionmaker
-        if request.method in READ_METHODS
-        else request.app.state.sessionmaker
-    )
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
@@ -124,6 +139,22 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         await _run(session, "after_commit")
 
 
-# scope="function": the commit runs before the response is sent, so a client never sees
-# success for a write that failed to commit.
+@raises(Unavailable)
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read session for the request: autocommit, writes refused, closed before the response.
+
+    Its connection is taken at the first statement and can be handed back early with
+    `release_connection` (the authentication dependency does, so a handler that then writes
+    holds one connection, not two).
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
+        session.info["read_only"] = True
+        yield session
+
+
+# The type a handler asks for says what it does. SessionDep: one transaction, committed at the
+# boundary before the response is sent (scope="function"), so a client never sees success for a
+# write that failed to commit. ReadSessionDep: no transaction at all, and no writes.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

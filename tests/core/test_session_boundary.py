@@ -8,13 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.core.errors import Conflict
-from backend.db.session import SessionDep
+from backend.db.session import ReadOnlySessionError, ReadSessionDep, SessionDep
 from backend.main import create_app
 from backend.modules.user.models import User
 from tests.support import db
@@ -93,8 +93,19 @@ async def in_transaction(session: AsyncSession) -> dict[str, bool]:
 
 
 @tx_router.get("")
-async def read(session: SessionDep) -> dict[str, bool]:
+async def read(session: ReadSessionDep) -> dict[str, bool]:
     return await in_transaction(session)
+
+
+@tx_router.post("/sneaky")
+async def write_through_a_read_session(session: ReadSessionDep) -> None:
+    session.add(make_user("sneaky@example.com"))
+    await session.flush()
+
+
+@tx_router.post("/sneaky-sql")
+async def update_through_a_read_session(session: ReadSessionDep) -> None:
+    await session.execute(update(User).values(is_superuser=True))
 
 
 @tx_router.post("")
@@ -105,7 +116,10 @@ async def write(session: SessionDep) -> dict[str, bool]:
 async def test_reads_autocommit_and_writes_run_in_a_transaction(
     migrated_db: URL, tmp_path: Path
 ) -> None:
-    """GET pays no BEGIN/COMMIT round trips; anything else gets one transaction."""
+    """A read session pays no BEGIN/COMMIT round trips; a write session is one transaction.
+
+    The handler's parameter type decides (`ReadSessionDep` or `SessionDep`), not the method.
+    """
     settings = Settings(database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path)
     app = create_app(settings)
     app.include_router(tx_router)
@@ -116,3 +130,13 @@ async def test_reads_autocommit_and_writes_run_in_a_transaction(
     ):
         assert (await client.get("/tx")).json() == {"in_transaction": False}
         assert (await client.post("/tx")).json() == {"in_transaction": True}
+
+
+async def test_a_write_through_a_read_session_fails_loudly(
+    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    app.include_router(tx_router)
+    for path in ("/tx/sneaky", "/tx/sneaky-sql"):
+        with pytest.raises(ReadOnlySessionError):
+            await client.post(path)
+    assert await count(session, "sneaky@example.com") == 0

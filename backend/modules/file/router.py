@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from backend.core.errors import StorageFull, error_responses
 from backend.core.pagination import PageDep
-from backend.db.session import SessionDep
+from backend.db.session import ReadSessionDep, SessionDep
 from backend.modules.file import service
 from backend.modules.file.dependencies import OwnedFile, StorageDep
 from backend.modules.file.exceptions import (
@@ -78,7 +78,7 @@ async def upload(
 
 @router.get("", response_model=FilePage, status_code=status.HTTP_200_OK)
 async def list_files(
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     page: PageDep,
 ) -> FilePage:

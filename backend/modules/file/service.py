@@ -106,8 +106,7 @@ async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None
     row without its blob.
     """
     key = file.storage_key
-    await session.delete(file)
-    await session.flush()
+    await session.execute(sa_delete(File).where(File.id == file.id))
     after_commit(session, lambda: storage.delete(key))
 
 

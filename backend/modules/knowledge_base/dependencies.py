@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from backend.core.errors import raises
-from backend.db.session import SessionDep
+from backend.db.session import ReadSessionDep, SessionDep, release_connection
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
@@ -24,10 +24,22 @@ EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 
 @raises(KnowledgeBaseNotFound)
 async def owned_knowledge_base(
-    kb_id: uuid.UUID, session: SessionDep, user: CurrentUser
+    kb_id: uuid.UUID, session: ReadSessionDep, user: CurrentUser
 ) -> KnowledgeBase:
-    """Load the caller's knowledge base or 404."""
-    return await service.get(session, owner=user, kb_id=kb_id)
+    """Load the caller's knowledge base or 404, and hand the connection back."""
+    kb = await service.get(session, owner=user, kb_id=kb_id)
+    await release_connection(session)
+    return kb
 
 
 OwnedKnowledgeBase = Annotated[KnowledgeBase, Depends(owned_knowledge_base)]
+
+
+async def owned_knowledge_base_for_update(
+    kb: OwnedKnowledgeBase, session: SessionDep
+) -> KnowledgeBase:
+    """The caller's knowledge base in the request's write session (for handlers that change it)."""
+    return await session.merge(kb, load=False)
+
+
+OwnedKnowledgeBaseForUpdate = Annotated[KnowledgeBase, Depends(owned_knowledge_base_for_update)]

@@ -6,10 +6,14 @@ from fastapi import APIRouter, Request, Response, status
 
 from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
-from backend.db.session import SessionDep
+from backend.db.session import ReadSessionDep, SessionDep
 from backend.modules.file.dependencies import StorageDep
 from backend.modules.knowledge_base import service
-from backend.modules.knowledge_base.dependencies import EmbedderDep, OwnedKnowledgeBase
+from backend.modules.knowledge_base.dependencies import (
+    EmbedderDep,
+    OwnedKnowledgeBase,
+    OwnedKnowledgeBaseForUpdate,
+)
 from backend.modules.knowledge_base.embeddings import EmbeddingError
 from backend.modules.knowledge_base.exceptions import (
     DocumentNotFound,
@@ -50,7 +54,7 @@ async def create(
 
 @router.get("", response_model=KnowledgeBasePage, status_code=status.HTTP_200_OK)
 async def list_knowledge_bases(
-    session: SessionDep, user: CurrentUser, page: PageDep
+    session: ReadSessionDep, user: CurrentUser, page: PageDep
 ) -> KnowledgeBasePage:
     """The caller's knowledge bases, oldest first, a page at a time."""
     return KnowledgeBasePage.of(await service.list(session, owner=user, page=page), page)
@@ -64,14 +68,14 @@ async def get_knowledge_base(kb: OwnedKnowledgeBase) -> KnowledgeBaseRead:
 
 @router.patch("/{kb_id}", response_model=KnowledgeBaseRead, status_code=status.HTTP_200_OK)
 async def update(
-    session: SessionDep, kb: OwnedKnowledgeBase, data: KnowledgeBaseUpdate
+    session: SessionDep, kb: OwnedKnowledgeBaseForUpdate, data: KnowledgeBaseUpdate
 ) -> KnowledgeBaseRead:
     """Rename it or change its description."""
     return KnowledgeBaseRead.model_validate(await service.update(session, kb=kb, data=data))
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
-async def delete(session: SessionDep, kb: OwnedKnowledgeBase) -> None:
+async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
     """Delete it with all its documents and chunks."""
     await service.delete(session, kb=kb)
 
@@ -88,7 +92,7 @@ async def add_document(
     request: Request,
     session: SessionDep,
     user: CurrentUser,
-    kb: OwnedKnowledgeBase,
+    kb: OwnedKnowledgeBaseForUpdate,
     data: DocumentCreate,
     storage: StorageDep,
     embedder: EmbedderDep,
@@ -108,7 +112,7 @@ async def add_document(
 
 @router.get("/{kb_id}/documents", response_model=DocumentPage, status_code=status.HTTP_200_OK)
 async def list_documents(
-    session: SessionDep, kb: OwnedKnowledgeBase, page: PageDep
+    session: ReadSessionDep, kb: OwnedKnowledgeBase, page: PageDep
 ) -> DocumentPage:
     """The knowledge base's documents, oldest first, a page at a time."""
     return DocumentPage.of(await service.list_documents(session, kb=kb, page=page), page)
@@ -120,7 +124,9 @@ async def list_documents(
     response_model=None,
     responses=error_responses(DocumentNotFound),
 )
-async def delete_document(session: SessionDep, kb: OwnedKnowledgeBase, doc_id: uuid.UUID) -> None:
+async def delete_document(
+    session: SessionDep, kb: OwnedKnowledgeBaseForUpdate, doc_id: uuid.UUID
+) -> None:
     """Delete a document and its chunks."""
     await service.delete_document(session, kb=kb, doc_id=doc_id)
 

@@ -7,7 +7,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from backend.core.errors import raises
 from backend.core.security import read_access_token
-from backend.db.session import SessionDep
+from backend.db.session import ReadSessionDep, SessionDep, release_connection
 from backend.modules.user import service
 from backend.modules.user.exceptions import InactiveUser, NotAuthenticated, NotSuperuser
 from backend.modules.user.models import User
@@ -19,7 +19,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=F
 @raises(NotAuthenticated, InactiveUser)
 async def current_user(
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token names; 401 for a missing, bad or expired token."""
@@ -32,10 +32,21 @@ async def current_user(
         raise NotAuthenticated()
     if not user.is_active:
         raise InactiveUser()
+    # The connection goes back to the pool now: a handler that writes takes its own, and one
+    # that streams a body holds none.
+    await release_connection(session)
     return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_user_for_update(user: CurrentUser, session: SessionDep) -> User:
+    """The authenticated user, in the request's write session (for handlers that change it)."""
+    return await session.merge(user, load=False)
+
+
+CurrentUserForUpdate = Annotated[User, Depends(current_user_for_update)]
 
 
 @raises(NotSuperuser)

@@ -9,11 +9,11 @@ from fastapi.security import OAuth2PasswordRequestForm
 from backend.core.errors import NotFound, error_responses
 from backend.core.pagination import PageDep
 from backend.core.security import create_access_token
-from backend.db.session import SessionDep, independent_session
+from backend.db.session import ReadSessionDep, SessionDep, independent_session
 from backend.modules.file import service as file_service
 from backend.modules.file.dependencies import StorageDep
 from backend.modules.user import service, throttle
-from backend.modules.user.dependencies import CurrentSuperuser, CurrentUser
+from backend.modules.user.dependencies import CurrentSuperuser, CurrentUser, CurrentUserForUpdate
 from backend.modules.user.exceptions import (
     EmailTaken,
     InactiveUser,
@@ -100,7 +100,7 @@ async def read_me(user: CurrentUser) -> UserRead:
     status_code=status.HTTP_200_OK,
     responses=error_responses(EmailTaken, UsernameTaken),
 )
-async def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> UserRead:
+async def update_me(session: SessionDep, user: CurrentUserForUpdate, data: UserUpdate) -> UserRead:
     """Change email and/or username; 409 if taken by someone else."""
     return UserRead.model_validate(await service.update(session, user=user, data=data))
 
@@ -111,7 +111,9 @@ async def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) ->
     response_model=None,
     responses=error_responses(WrongPassword),
 )
-async def change_password(session: SessionDep, user: CurrentUser, data: PasswordChange) -> None:
+async def change_password(
+    session: SessionDep, user: CurrentUserForUpdate, data: PasswordChange
+) -> None:
     """Replace the password; the current one must be given. Every earlier token stops working:
     log in again."""
     await service.change_password(session, user=user, data=data)
@@ -124,13 +126,13 @@ async def _delete_account(session: SessionDep, user: User, storage: StorageDep) 
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
-async def delete_me(session: SessionDep, user: CurrentUser, storage: StorageDep) -> None:
+async def delete_me(session: SessionDep, user: CurrentUserForUpdate, storage: StorageDep) -> None:
     """Delete your account with its files (their contents too) and knowledge bases."""
     await _delete_account(session, user, storage)
 
 
 @router.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
-async def list_users(session: SessionDep, _: CurrentSuperuser, page: PageDep) -> UserPage:
+async def list_users(session: ReadSessionDep, _: CurrentSuperuser, page: PageDep) -> UserPage:
     """All users, oldest first (superusers only)."""
     return UserPage.of(await service.list(session, page=page), page)
 
