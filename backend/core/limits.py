@@ -49,10 +49,15 @@ class BodySizeLimit:
                     await _send_413(send, too_large.detail)
                     return
         received = 0
+        body_done = False
         idle = self.idle_timeout
 
         async def guarded_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:
+                # Only the body has an idle limit. Later receives wait for the client to hang up
+                # (a streamed download listens for that) for as long as the response takes.
+                return await receive()
             try:
                 async with asyncio.timeout(idle):
                     message = await receive()
@@ -61,6 +66,7 @@ class BodySizeLimit:
                 raise BodyStalled(idle) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if limit is not None and received > limit:
                     raise too_large
             return message

@@ -207,3 +207,28 @@ async def test_reads_survive_the_database_dropping_pooled_connections(
             after = [await client.get("/users/me", headers=auth) for _ in range(4)]
 
     assert [r.status_code for r in after] == [200] * 4
+
+
+async def test_a_download_may_take_longer_than_the_body_idle_timeout(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    """The idle limit is for request bodies: a slow reader still gets the whole file."""
+    async with uvicorn_server(
+        migrated_db, tmp_path / "files", REQUEST_BODY_IDLE_TIMEOUT="1"
+    ) as base:
+        auth = await account(base, "slowreader")
+        content = b"x" * 20_000_000
+        async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=60) as client:
+            upload = await client.post("/files", headers=auth, files={"file": ("big.bin", content)})
+            assert upload.status_code == 201, upload.text
+            received = 0
+            started = time.monotonic()
+            url = f"/files/{upload.json()['id']}/content"
+            async with client.stream("GET", url, headers=auth) as response:
+                async for chunk in response.aiter_bytes(256 * 1024):
+                    received += len(chunk)
+                    await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+
+    assert elapsed > 2  # well past the one-second idle limit
+    assert received == len(content)
