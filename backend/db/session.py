@@ -115,11 +115,13 @@ async def release_connection(session: AsyncSession) -> None:
 async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session of its own, committed at the end of the block whatever the request does.
 
-    For state that must outlive the request's rollback (a failed login still counts).
+    For state that must outlive the request's rollback (a failed login still counts). The block
+    may hand the connection back midway (`release_connection`); the next statement takes one.
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session, session.begin():
+    async with sessionmaker() as session:
         yield session
+        await session.commit()
 
 
 @raises(Unavailable)

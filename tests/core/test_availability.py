@@ -232,3 +232,26 @@ async def test_a_download_may_take_longer_than_the_body_idle_timeout(
 
     assert elapsed > 2  # well past the one-second idle limit
     assert received == len(content)
+
+
+async def test_logins_waiting_for_a_hash_hold_no_connection(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    """Six logins queue for one hashing slot on a pool of one: nobody gets a 503."""
+    async with uvicorn_server(
+        migrated_db,
+        tmp_path / "files",
+        DB_POOL_SIZE="1",
+        DB_POOL_TIMEOUT="0.5",
+        PASSWORD_HASH_CONCURRENCY="1",
+    ) as base:
+        reader = await account(base, "queued")
+        async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client:
+            logins = [
+                client.post("/auth/token", data={"username": "queued", "password": PASSWORD})
+                for _ in range(6)
+            ]
+            reads = [client.get("/users/me", headers=reader) for _ in range(3)]
+            responses = await asyncio.gather(*logins, *reads)
+
+    assert [r.status_code for r in responses] == [200] * 9, [r.text for r in responses]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.core.pagination import PageParams
 from backend.core.schemas import is_storable
 from backend.core.security import hash_password, verify_password
+from backend.db.session import release_connection
 from backend.modules.user.exceptions import (
     EmailTaken,
     InactiveUser,
@@ -67,6 +68,9 @@ async def authenticate(session: AsyncSession, *, login: str, password: str) -> U
     value = normalise_email(login) if "@" in login else login
     # A login no account can have (empty, NUL) is looked up as nobody, at the same cost.
     user = await session.scalar(select(User).where(column == value)) if login else None
+    # The hash takes ~100 ms and may queue behind others: no connection is held meanwhile, or a
+    # burst of logins would hold the whole pool.
+    await release_connection(session)
     if not await verify_password(password, user.hashed_password if user else None) or not user:
         raise InvalidCredentials()
     if not user.is_active:
