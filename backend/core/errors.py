@@ -69,14 +69,15 @@ class Conflict(AppError):
 
 
 class Unavailable(AppError):
-    """A part the request needs is down or saturated: retry after `retry_after` seconds."""
+    """A part the request needs is down or busy: the client retries after `Retry-After`."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    detail = "Service unavailable"
+    detail = "A part this request needs is down or busy; retry shortly"
+    retry_after = 1
 
-    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+    def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
-        self.headers = {"Retry-After": str(retry_after)}
+        self.headers = {"Retry-After": str(self.retry_after)}
 
 
 class StorageFull(AppError):

@@ -24,19 +24,24 @@ class EmbeddedDatabaseUnavailable(RuntimeError):
     pass
 
 
+def _handle_pids(pgdata: Path) -> list[int]:
+    """The pids pgserver recorded as using the server (some may be dead)."""
+    try:
+        pids: list[int] = json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
+    except (OSError, ValueError):
+        return []
+    return pids
+
+
 def _forget_dead_processes(pgdata: Path) -> None:
     """Drop pids of processes that died without cleanup (kill -9) from the server's handle list.
 
     Otherwise the server is never stopped: it waits for a process that no longer exists.
     """
-    handles = pgdata / ".handle_pids.json"
-    try:
-        pids = json.loads(handles.read_text() or "[]")
-    except (OSError, ValueError):
-        return
+    pids = _handle_pids(pgdata)
     alive = [pid for pid in pids if _pid_alive(pid)]
     if alive != pids:
-        handles.write_text(json.dumps(alive))
+        (pgdata / ".handle_pids.json").write_text(json.dumps(alive))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,11 +99,7 @@ def release_embedded_database(data_dir: Path) -> None:
 
 
 def _users(pgdata: Path) -> list[int]:
-    try:
-        pids = json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
-    except (OSError, ValueError):
-        return []
-    return [pid for pid in pids if _pid_alive(pid)]
+    return [pid for pid in _handle_pids(pgdata) if _pid_alive(pid)]
 
 
 def _running(pgdata: Path) -> bool:
@@ -131,7 +132,8 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "psql":
         url = embedded_database_url(pgdata)
-        psql = Path(_pgserver().__file__).parent / "pginstall18" / "bin" / "psql"
+        pgserver = _pgserver()
+        psql = pgserver.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION] / "psql"
         libpq_url = url.replace("postgresql+asyncpg://", "postgresql://")
         return subprocess.run([str(psql), libpq_url, *argv[1:]], check=False).returncode
     if command in ("stop", "reset"):

@@ -62,8 +62,12 @@ class ReadOnlySessionError(RuntimeError):
     """A write through a `ReadSessionDep`: ask for `SessionDep` where a handler writes."""
 
 
+def _pending_writes(session: Session | AsyncSession) -> bool:
+    return bool(session.new or session.dirty or session.deleted)
+
+
 def _refuse_writes(session: Session, *_: object) -> None:
-    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+    if session.info.get("read_only") and _pending_writes(session):
         raise ReadOnlySessionError("flush through a read session: use SessionDep to write")
 
 
@@ -105,7 +109,7 @@ async def release_connection(session: AsyncSession) -> None:
     For a handler about to wait on something slow (a client streaming an upload): the next
     statement takes a connection again. Only before the request has written anything.
     """
-    if session.new or session.dirty or session.deleted:
+    if _pending_writes(session):
         raise RuntimeError("release_connection() after a write would commit it early")
     if session.in_transaction():
         await session.commit()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import status
 
-from backend.core.errors import AppError, NotFound
+from backend.core.errors import AppError, NotFound, Unavailable
 
 
 class FileNotFound(NotFound):
@@ -32,6 +32,5 @@ class QuotaExceeded(AppError):
         )
 
 
-class StorageUnavailable(AppError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+class StorageUnavailable(Unavailable):
     detail = "File storage failed; nothing was kept. Retry shortly."

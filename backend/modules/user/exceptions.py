@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import status
 
-from backend.core.errors import AppError, Conflict
+from backend.core.errors import AppError, Conflict, NotFound
 
 
 class EmailTaken(Conflict):
@@ -36,3 +36,7 @@ class NotSuperuser(AppError):
 class WrongPassword(AppError):
     status_code = status.HTTP_400_BAD_REQUEST
     detail = "The current password is incorrect"
+
+
+class UserNotFound(NotFound):
+    detail = "User not found"

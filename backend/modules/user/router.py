@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from backend.core.errors import NotFound, error_responses
+from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
 from backend.core.security import create_access_token
 from backend.db.session import ReadSessionDep, SessionDep, independent_session
@@ -19,6 +19,7 @@ from backend.modules.user.exceptions import (
     InactiveUser,
     InvalidCredentials,
     UsernameTaken,
+    UserNotFound,
     WrongPassword,
 )
 from backend.modules.user.models import User
@@ -34,10 +35,6 @@ from backend.modules.user.schemas import (
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
 router = APIRouter(prefix="/users", tags=["users"])
-
-
-class UserNotFound(NotFound):
-    detail = "User not found"
 
 
 @auth_router.post(

@@ -44,12 +44,14 @@ async def _check_free(
 
 async def create(session: AsyncSession, *, data: UserCreate, is_superuser: bool = False) -> User:
     email = normalise_email(data.email)
+    # Hashed before the first query: the request holds no connection while argon2 runs.
+    hashed = await hash_password(data.password)
     await _check_free(session, email=email, username=data.username, exclude=None)
     user = User(
         email=email,
         email_as_registered=data.email.strip(),
         username=data.username,
-        hashed_password=await hash_password(data.password),
+        hashed_password=hashed,
         is_superuser=is_superuser,
     )
     session.add(user)
