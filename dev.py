@@ -15,7 +15,6 @@ Installs uv into .tools/ when it is not on PATH; uv then builds .venv from uv.lo
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -62,9 +61,13 @@ def run(uv: str, *args: str, echo: bool = True) -> None:
         sys.exit(128 + signal.SIGINT if code == -signal.SIGINT else code)
 
 
+def run_module(uv: str, module: str, extra: list[str], *, echo: bool = False) -> None:
+    run(uv, "run", "--locked", "python", "-m", module, *extra, echo=echo)
+
+
 def serve(uv: str, extra: list[str]) -> None:
     # Migrates, then runs uvicorn --reload while holding the embedded database across reloads.
-    run(uv, "run", "--locked", "python", "-m", "backend.devserver", *extra)
+    run_module(uv, "backend.devserver", extra, echo=True)
 
 
 def test(uv: str, extra: list[str]) -> None:
@@ -75,11 +78,11 @@ def test(uv: str, extra: list[str]) -> None:
 
 
 def bench(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "python", "-m", "bench.run", *extra)
+    run_module(uv, "bench.run", extra, echo=True)
 
 
 def fuzz(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "python", "-m", "tests.support.fuzz", *extra)
+    run_module(uv, "tests.support.fuzz", extra, echo=True)
 
 
 def alembic(uv: str, extra: list[str]) -> None:
@@ -87,11 +90,11 @@ def alembic(uv: str, extra: list[str]) -> None:
 
 
 def superuser(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "python", "-m", "backend.modules.user.superuser", *extra, echo=False)
+    run_module(uv, "backend.modules.user.superuser", extra)
 
 
 def db(uv: str, extra: list[str]) -> None:
-    run(uv, "run", "--locked", "python", "-m", "backend.db.embedded", *extra, echo=False)
+    run_module(uv, "backend.db.embedded", extra)
 
 
 def uv_passthrough(uv: str, extra: list[str]) -> None:
@@ -113,7 +116,6 @@ COMMANDS = {
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args]   (see the README)")
-    os.chdir(ROOT)
     COMMANDS[sys.argv[1]](find_uv(), sys.argv[2:])
 
 
