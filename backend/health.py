@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db.migrations import head_revisions, known_revisions
+from backend.db.session import database
 
 router = APIRouter(tags=["health"])
 
@@ -51,7 +52,7 @@ async def readyz(request: Request, response: Response) -> Readiness:
     head = list(head_revisions())
     try:
         current = await asyncio.wait_for(
-            _current_revisions(request.app.state.engine), READY_CHECK_TIMEOUT
+            _current_revisions(database(request).engine), READY_CHECK_TIMEOUT
         )
     except (TimeoutError, DBAPIError, OSError) as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -23,9 +23,9 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from backend.core.config import Settings
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, KnowledgeBase
 from backend.modules.knowledge_base.service import nearest_chunks, uses_exact_search
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.db import alembic_upgrade, dsn, scratch_database
 
 K = 10
@@ -124,7 +124,7 @@ async def load(url: URL, kbs: list[KnowledgeBaseData]) -> dict[str, Any]:
 
 
 async def measure(
-    url: URL, data: KnowledgeBaseData, queries: np.ndarray, settings: Settings
+    url: URL, data: KnowledgeBaseData, queries: np.ndarray, settings: KnowledgeBaseSettings
 ) -> dict[str, Any]:
     """p50/p99 of the app's search query and its recall@10, one session per query."""
     engine = create_async_engine(url, pool_size=1)
@@ -180,12 +180,12 @@ def kb_of(rng: np.random.Generator, n: int) -> KnowledgeBaseData:
     )
 
 
-def settings_to_try(size: VectorSize, chunks: int) -> list[Settings]:
+def settings_to_try(size: VectorSize, chunks: int) -> list[KnowledgeBaseSettings]:
     """Exact search has no knobs; HNSW is tried at every ef_search, iterative scan on and off."""
     if chunks <= size.exact_max_chunks:
-        return [Settings(search_exact_max_chunks=size.exact_max_chunks)]
+        return [KnowledgeBaseSettings(search_exact_max_chunks=size.exact_max_chunks)]
     return [
-        Settings(
+        KnowledgeBaseSettings(
             search_exact_max_chunks=size.exact_max_chunks,
             search_ef_search=ef,
             search_iterative_scan=scan,

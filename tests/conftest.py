@@ -15,10 +15,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from backend.core.config import Settings
+from backend.core.state import app_state
 from backend.db.discovery import import_models
+from backend.db.session import Database
 from backend.main import create_app
 from tests.support import db
+from tests.support.settings import configured
 
 import_models()
 
@@ -122,17 +124,18 @@ async def app(
     `@pytest.mark.settings(NAME=value, ...)` on a test changes its settings.
     """
     marker = request.node.get_closest_marker("settings")
-    settings = Settings(
+    settings = configured(
         database_url=db.sync_url(app_db),
         file_storage_dir=storage_dir,
         max_upload_bytes=UPLOAD_LIMIT,
         **(marker.kwargs if marker else {}),
     )
-    application = create_app(settings)
+    application = create_app(*settings)
     async with application.router.lifespan_context(application):
-        application.state.sessionmaker = sessionmaker
+        state = app_state(application)
         # Reads share the test's transaction too, so they see its rolled-back writes.
-        application.state.read_sessionmaker = sessionmaker
+        engine = state.get(Database).engine
+        state.provide(Database, Database(engine, sessionmaker, sessionmaker))
         yield application
 
 

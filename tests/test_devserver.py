@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.core.config import PROJECT_ROOT, _development_jwt_secret
+from backend.core.config import PROJECT_ROOT
 from backend.db.migrations import head_revisions
+from backend.modules.user.settings import development_jwt_secret
 from tests.support.kubelet import free_port
 
 pytestmark = [pytest.mark.slow]
@@ -102,7 +103,7 @@ async def test_reload_keeps_database_and_logins_and_ctrl_c_stops_everything(
 
 def test_development_jwt_secret_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "data" / "dev-jwt-secret"
-    make = _development_jwt_secret.__wrapped__  # a new process: no cache
+    make = development_jwt_secret.__wrapped__  # a new process: no cache
 
     first = make(path)
     second = make(path)

@@ -38,3 +38,22 @@ def test_a_lower_layer_never_imports_a_higher_one(package: str) -> None:
     for path in sorted((BACKEND / package).rglob("*.py")):
         outside = backend_imports(path) - ALLOWED[package] - {package}
         assert not outside, f"{path.relative_to(PROJECT_ROOT)} imports backend.{outside}"
+
+
+def test_main_only_mounts_module_routers() -> None:
+    """A module's wiring lives in its folder: `main.py` takes nothing from it but the router."""
+    taken = set()
+    for node in ast.walk(ast.parse((BACKEND / "main.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("backend.modules"):
+            taken |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert taken, "main.py mounts no module"
+    for name in taken:
+        assert name.startswith("backend.modules.") and name.endswith(".router"), name
+
+
+def test_handlers_reach_app_state_only_through_typed_dependencies() -> None:
+    """`app.state` is read in one place (core/state.py) and set in one (core/app.py)."""
+    allowed = {BACKEND / "core" / "state.py", BACKEND / "core" / "app.py"}
+    for path in sorted(BACKEND.rglob("*.py")):
+        if path not in allowed:
+            assert ".state." not in path.read_text(), f"{path.relative_to(PROJECT_ROOT)}"

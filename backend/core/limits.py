@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core.errors import RETRYABLE_HEADER
@@ -15,39 +17,58 @@ class BodyStalled(HTTPException):
         super().__init__(408, f"The request body stalled: no data for {idle:g} seconds")
 
 
+@dataclass
+class _BodyBudget:
+    max_bytes: int
+    started: bool = False
+
+
+_BUDGET = "backend.body_budget"
+
+
+def set_body_limit(request: Request, max_bytes: int) -> None:
+    """Let this request's body be up to `max_bytes` instead of MAX_REQUEST_BYTES.
+
+    For a route that reads its body itself as a stream (an upload): call it from a dependency
+    of the route, before the first read. A route with body parameters cannot (FastAPI reads
+    those before any dependency runs), and calling it after the body was read is an error.
+    """
+    budget: _BodyBudget | None = request.scope.get(_BUDGET)
+    if budget is None:  # an app without BodySizeLimit
+        return
+    if budget.started:
+        raise RuntimeError("set_body_limit() after the request body was read")
+    budget.max_bytes = max_bytes
+
+
 class BodySizeLimit:
-    """413 for bodies over `max_bytes`, by Content-Length or by counting a chunked stream; 408
+    """413 for bodies over the limit, by Content-Length or by counting a chunked stream; 408
     for a body that sends nothing for `idle_timeout` seconds (a slow client holds a worker's
     attention, and possibly a database connection, only that long).
 
-    Routes that stream and limit their own bodies (uploads) are listed in `exempt` as
-    (method, path): they keep the idle timeout, not the size limit.
+    The limit is `max_bytes` unless the route sets its own (`set_body_limit`). Both checks run
+    when the body is first read, after routing, so the route's own limit is the one applied.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_bytes: int,
-        exempt: set[tuple[str, str]],
-        idle_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, idle_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt = exempt
         self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = None if (scope["method"], scope["path"]) in self.exempt else self.max_bytes
-        too_large = HTTPException(413, f"Request body is larger than {self.max_bytes} bytes")
-        if limit is not None:
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > limit:
-                    await _send_413(send, too_large.detail)
-                    return
+        budget = _BodyBudget(self.max_bytes)
+        scope[_BUDGET] = budget
+        declared = next(
+            (
+                int(value)
+                for name, value in scope["headers"]
+                if name == b"content-length" and value.isdigit()
+            ),
+            0,
+        )
         received = 0
         body_done = False
         idle = self.idle_timeout
@@ -58,6 +79,10 @@ class BodySizeLimit:
                 # Only the body has an idle limit. Later receives wait for the client to hang up
                 # (a streamed download listens for that) for as long as the response takes.
                 return await receive()
+            if not budget.started:
+                budget.started = True
+                if declared > budget.max_bytes:
+                    raise _too_large(budget.max_bytes)
             try:
                 async with asyncio.timeout(idle):
                     message = await receive()
@@ -67,11 +92,15 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
-                if limit is not None and received > limit:
-                    raise too_large
+                if received > budget.max_bytes:
+                    raise _too_large(budget.max_bytes)
             return message
 
         await self.app(scope, guarded_receive, send)
+
+
+def _too_large(max_bytes: int) -> HTTPException:
+    return HTTPException(413, f"Request body is larger than {max_bytes} bytes")
 
 
 class HeadAsGet:
@@ -91,22 +120,6 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
-
-
-async def _send_413(send: Send, detail: str) -> None:
-    body = ('{"detail":"' + detail + '","code":"body_too_large"}').encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class RetryReadsOnDisconnect:

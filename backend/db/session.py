@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -20,7 +21,8 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from backend.core.config import Settings
 from backend.core.errors import Unavailable, raises
-from backend.db.embedded import embedded_database_url
+from backend.core.state import app_state
+from backend.db.embedded import embedded_database_url, release_embedded_database
 
 
 def database_url(settings: Settings) -> URL:
@@ -56,6 +58,39 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     READ COMMITTED transaction. A write through one fails (`ReadOnlySessionError`).
     """
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+@dataclass(frozen=True)
+class Database:
+    """The process's engine and its two session factories (in the app state)."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> Database:
+        return cls(engine, create_sessionmaker(engine), create_read_sessionmaker(engine))
+
+
+@asynccontextmanager
+async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's own lifespan: the database is there before any module starts, and after."""
+    state = app_state(app)
+    settings = state.get(Settings)
+    database = Database.of(create_engine(settings))
+    state.provide(Database, database)
+    try:
+        yield
+    finally:
+        state.remove(Database)
+        await database.engine.dispose()
+        if settings.uses_embedded_db:
+            release_embedded_database(settings.embedded_db_dir)
+
+
+def database(request: Request) -> Database:
+    return app_state(request.app).get(Database)
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -122,8 +157,7 @@ async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
     For state that must outlive the request's rollback (a failed login still counts). The block
     may hand the connection back midway (`release_connection`); the next statement takes one.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
+    async with database(request).sessionmaker() as session:
         yield session
         await session.commit()
 
@@ -131,8 +165,7 @@ async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
 @raises(Unavailable)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once at the boundary, rolled back on any error."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
+    async with database(request).sessionmaker() as session:
         try:
             yield session
             await session.commit()
@@ -153,8 +186,7 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     `release_connection` (the authentication dependency does, so a handler that then writes
     holds one connection, not two).
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
-    async with sessionmaker() as session:
+    async with database(request).read_sessionmaker() as session:
         session.info["read_only"] = True
         yield session
 

@@ -13,6 +13,7 @@ from backend.core.config import Settings
 from backend.main import create_app
 from tests.support.factories import user_with_token
 from tests.support.server import serving
+from tests.support.settings import configured
 
 API = "/api/v1"
 
@@ -93,8 +94,9 @@ async def test_the_published_schema_says_what_errors_look_like(client: httpx.Asy
 
 def test_docs_setting_default_follows_the_environment() -> None:
     assert Settings(environment="development").docs_enabled
-    assert not Settings(environment="production", jwt_secret="x" * 32).docs_enabled
-    assert create_app(Settings(environment="production", jwt_secret="x" * 32)).openapi_url is None
+    assert not Settings(environment="production").docs_enabled
+    production = configured(environment="production", jwt_secret="x" * 32)
+    assert create_app(*production).openapi_url is None
 
 
 async def test_every_error_names_a_stable_code(

@@ -12,12 +12,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.config import Settings
 from backend.core.errors import Conflict
 from backend.db.session import ReadOnlySessionError, ReadSessionDep, SessionDep
 from backend.main import create_app
 from backend.modules.user.models import User
 from tests.support import db
+from tests.support.settings import configured
 
 router = APIRouter(prefix="/boundary")
 
@@ -120,8 +120,7 @@ async def test_reads_autocommit_and_writes_run_in_a_transaction(
 
     The handler's parameter type decides (`ReadSessionDep` or `SessionDep`), not the method.
     """
-    settings = Settings(database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path)
-    app = create_app(settings)
+    app = create_app(*configured(database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path))
     app.include_router(tx_router)
     transport = httpx.ASGITransport(app=app)
     async with (

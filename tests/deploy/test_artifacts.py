@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from backend.core.config import PROJECT_ROOT, Settings
+import backend.main  # noqa: F401  (imports every module's settings class)
+from backend.core.config import PROJECT_ROOT, SettingsError, settings_classes
 from tests.support.artifacts import (
     K8S,
     Manifest,
@@ -24,7 +25,13 @@ from tests.support.artifacts import (
 
 pytestmark = [pytest.mark.deploy]
 
-SETTINGS = {name.upper() for name in Settings.model_fields}
+CLASSES = [kind for kind in settings_classes() if kind.__module__.startswith("backend.")]
+SETTINGS = {name.upper() for kind in CLASSES for name in kind.model_fields}
+# Settings a cluster leaves at their default, and why.
+CLUSTER_DEFAULTS = {
+    "EMBEDDED_DB_DIR": "a cluster names its database in DATABASE_URL",
+    "API_DOCS": "follows ENVIRONMENT (off in prod, on in the dev overlay)",
+}
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -194,15 +201,45 @@ def test_migrate_job_component_replaces_the_init_container(tmp_path: Path) -> No
     assert job["envFrom"] == spec["containers"][0]["envFrom"]
 
 
-def test_configmap_and_secret_template_name_only_real_settings() -> None:
+def secret_template() -> tuple[dict[str, str], set[str]]:
+    """The Secret template's keys with their values, and the keys it names in comments."""
+    path = K8S / "base" / "secret.template.yaml"
+    commented = set(re.findall(r"^\s*#\s*([A-Z][A-Z0-9_]*):", path.read_text(), re.M))
+    return load_yaml(path)["stringData"], commented
+
+
+def test_configmap_and_secret_template_hold_every_setting_and_nothing_else() -> None:
     configmap = load_yaml(K8S / "base" / "configmap.yaml")["data"]
-    assert set(configmap) <= SETTINGS
     # Every value is a string, as Kubernetes requires of ConfigMap data.
     assert all(isinstance(v, str) for v in configmap.values())
-    secret = load_yaml(K8S / "base" / "secret.template.yaml")["stringData"]
-    assert set(secret) <= SETTINGS
+    secret, commented = secret_template()
     assert {"DATABASE_URL", "JWT_SECRET"} <= set(secret)
     assert set(secret.values()) == {""}, "the template must hold no real values"
+    named = set(configmap) | set(secret) | commented
+    assert named - SETTINGS == set(), "not a setting of any settings class"
+    assert SETTINGS - named - set(CLUSTER_DEFAULTS) == set(), "missing from the ConfigMap"
+
+
+def test_configmap_values_are_accepted_by_every_settings_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in load_yaml(K8S / "base" / "configmap.yaml")["data"].items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@db:5432/app")
+    monkeypatch.setenv("JWT_SECRET", "s" * 40)
+    for kind in CLASSES:
+        try:
+            kind.load()
+        except SettingsError as exc:
+            pytest.fail(f"{kind.__name__}: {exc}")
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    first_column = [row.split("|")[1] for row in ("|" + table).splitlines()[2:]]
+    names = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", "".join(first_column)))
+    assert names - {"PORT"} == SETTINGS
 
 
 def test_compose_runs_db_then_migrate_then_api() -> None:
@@ -229,9 +266,8 @@ def test_compose_runs_db_then_migrate_then_api() -> None:
         assert service["environment"]["DATABASE_URL"].endswith("@db:5432/app")
 
 
-def test_env_example_names_only_real_settings() -> None:
+def test_env_example_names_every_setting() -> None:
     names = re.findall(
         r"^#?\s*([A-Z][A-Z0-9_]*)=", (PROJECT_ROOT / ".env.example").read_text(), re.M
     )
-    assert "DATABASE_URL" in names
-    assert set(names) <= SETTINGS
+    assert set(names) == SETTINGS

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 
-from backend.core.config import Settings, SettingsError
+from backend.core.config import SettingsError
 from backend.main import create_app
 from backend.modules.knowledge_base.embeddings import (
     EmbeddingError,
@@ -103,9 +103,10 @@ async def test_an_unreachable_service_is_a_502_error() -> None:
     await embedder.aclose()
 
 
-def test_configured_dimension_must_match_the_column() -> None:
+def test_configured_dimension_must_match_the_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDING_DIM", "768")
     with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 768 .* vector\(384\)"):
-        create_app(Settings(embedding_dim=768))
+        create_app()
 
 
 def test_the_word_cache_is_bounded_whatever_the_documents() -> None:

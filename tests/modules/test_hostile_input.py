@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.config import Settings
+from backend.core.state import app_state
 from backend.main import create_app
 from backend.modules.file.models import File
-from backend.modules.file.storage import LocalStorage
+from backend.modules.file.storage import LocalStorage, Storage
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.models import User
 from tests.support.factories import PASSWORD, create_user, files_in, login, user_with_token
+from tests.support.settings import configured
 
 API = "/api/v1"
 NUL = "a\u0000b"
@@ -224,11 +225,11 @@ async def test_deleting_an_account_takes_its_files_and_knowledge_bases(
 async def test_docs_are_off_in_production_unless_asked_for() -> None:
     secret = "x" * 40
     for settings, served in (
-        (Settings(environment="production", jwt_secret=secret), False),
-        (Settings(environment="production", jwt_secret=secret, api_docs=True), True),
-        (Settings(environment="development"), True),
+        (configured(environment="production", jwt_secret=secret), False),
+        (configured(environment="production", jwt_secret=secret, api_docs=True), True),
+        (configured(environment="development"), True),
     ):
-        app = create_app(settings)
+        app = create_app(*settings)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             for path in ("/docs", "/openapi.json"):
@@ -275,7 +276,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_a_full_disk_is_507_and_leaves_nothing(
     client: httpx.AsyncClient, session: AsyncSession, app: FastAPI, full_disk: Path
 ) -> None:
-    app.state.storage = LocalStorage(full_disk)
+    app_state(app).provide(Storage, LocalStorage(full_disk))
     _, auth = await user_with_token(client, session)
     files = {"file": ("big.bin", b"x" * 200_000)}
 

@@ -8,8 +8,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.state import app_state
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.models import Chunk
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.support.factories import user_with_token
 
 KBS = "/api/v1/knowledge-bases"
@@ -118,7 +120,9 @@ async def test_approximate_search_finds_the_same_and_stays_in_its_knowledge_base
     exact = await client.post(
         f"{KBS}/{mine}/search", headers=headers, json={"query": "planet moons", "top_k": 3}
     )
-    app.state.settings.search_exact_max_chunks = 0  # every knowledge base is "large" now
+    app_state(app).get(
+        KnowledgeBaseSettings
+    ).search_exact_max_chunks = 0  # every knowledge base is "large" now
     approximate = await client.post(
         f"{KBS}/{mine}/search", headers=headers, json={"query": "planet moons", "top_k": 3}
     )

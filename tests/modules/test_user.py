@@ -7,7 +7,9 @@ import jwt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.state import app_state
 from backend.modules.user.models import User
+from backend.modules.user.settings import UserSettings
 from tests.support.factories import PASSWORD, create_user, login, user_with_token
 
 REGISTER = "/api/v1/auth/register"
@@ -86,7 +88,7 @@ async def test_bad_missing_forged_and_expired_tokens_are_401(
     from fastapi import FastAPI
 
     assert isinstance(app, FastAPI)
-    key = app.state.settings.jwt_key
+    key = app_state(app).get(UserSettings).jwt_key
     expired = jwt.encode(
         {"sub": str(user.id), "exp": datetime.now(UTC) - timedelta(minutes=1)}, key, "HS256"
     )

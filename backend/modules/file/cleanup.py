@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import asyncio
 
-from backend.core.config import get_settings
+from backend.core.config import Settings
 from backend.db.session import create_engine, create_sessionmaker
 from backend.modules.file import service
+from backend.modules.file.settings import FileSettings
 from backend.modules.file.storage import LocalStorage
 
 
 async def main() -> None:
-    settings = get_settings()
-    engine = create_engine(settings)
+    engine = create_engine(Settings.load())
+    storage = LocalStorage(FileSettings.load().file_storage_dir)
     try:
         async with create_sessionmaker(engine)() as session:
-            removed = await service.cleanup_orphans(
-                session, storage=LocalStorage(settings.file_storage_dir)
-            )
+            removed = await service.cleanup_orphans(session, storage=storage)
     finally:
         await engine.dispose()
     print(f"removed {len(removed)} orphaned blob(s)")

@@ -1,25 +1,46 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
 from backend.core.errors import raises
+from backend.core.limits import set_body_limit
+from backend.core.state import app_state, provided
 from backend.db.session import ReadSessionDep, release_connection
 from backend.modules.file import service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.models import File
-from backend.modules.file.storage import Storage
+from backend.modules.file.settings import FileSettings, FileSettingsDep
+from backend.modules.file.storage import LocalStorage, Storage
 from backend.modules.user.dependencies import CurrentUser
 
 
-def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The module's start-up: the blob storage its handlers (and other modules) use."""
+    state = app_state(app)
+    state.provide(Storage, LocalStorage(state.get(FileSettings).file_storage_dir))
+    yield
+    state.remove(Storage)
 
 
-StorageDep = Annotated[Storage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(provided(Storage))]
+
+# Multipart framing around the file; a body beyond limit + this is refused before reading.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def upload_limit(request: Request, settings: FileSettingsDep) -> int:
+    """The upload route's own body limit: the file's limit plus its multipart framing."""
+    set_body_limit(request, settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    return settings.max_upload_bytes
+
+
+UploadLimit = Annotated[int, Depends(upload_limit)]
 
 
 @raises(FileNotFound)

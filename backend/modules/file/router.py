@@ -9,7 +9,13 @@ from backend.core.errors import StorageFull, error_responses
 from backend.core.pagination import PageDep
 from backend.db.session import ReadSessionDep, SessionDep
 from backend.modules.file import service
-from backend.modules.file.dependencies import OwnedFile, StorageDep
+from backend.modules.file.dependencies import (
+    MULTIPART_OVERHEAD,
+    OwnedFile,
+    StorageDep,
+    UploadLimit,
+    lifespan,
+)
 from backend.modules.file.exceptions import (
     BadUpload,
     FileTooLarge,
@@ -17,13 +23,11 @@ from backend.modules.file.exceptions import (
     StorageUnavailable,
 )
 from backend.modules.file.schemas import FilePage, FileRead
+from backend.modules.file.settings import FileSettingsDep
 from backend.modules.file.upload import read_file_field
 from backend.modules.user.dependencies import CurrentUser
 
-router = APIRouter(prefix="/files", tags=["files"])
-
-# Multipart framing around the file; anything beyond limit + this is refused before reading.
-MULTIPART_OVERHEAD = 64 * 1024
+router = APIRouter(prefix="/files", tags=["files"], lifespan=lifespan)
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -56,10 +60,11 @@ async def upload(
     session: SessionDep,
     user: CurrentUser,
     storage: StorageDep,
+    settings: FileSettingsDep,
+    limit: UploadLimit,
 ) -> FileRead:
     """Upload one file (multipart field `file`), streamed to storage; size and sha256 recorded.
     `Location` names it."""
-    limit: int = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise FileTooLarge(limit)
@@ -70,7 +75,7 @@ async def upload(
         storage=storage,
         upload=incoming,
         max_size=limit,
-        quota=request.app.state.settings.storage_quota_bytes,
+        quota=settings.storage_quota_bytes,
     )
     response.headers["Location"] = str(request.url_for("get_file", file_id=file.id).path)
     return FileRead.model_validate(file)

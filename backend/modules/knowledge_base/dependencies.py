@@ -1,25 +1,37 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI
 
 from backend.core.errors import raises
+from backend.core.state import app_state, provided
 from backend.db.session import ReadSessionDep, SessionDep, release_connection
 from backend.modules.knowledge_base import service
-from backend.modules.knowledge_base.embeddings import Embedder
+from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.models import KnowledgeBase
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from backend.modules.user.dependencies import CurrentUser
 
 
-def get_embedder(request: Request) -> Embedder:
-    embedder: Embedder = request.app.state.embedder
-    return embedder
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The module's start-up and shutdown: the embedder (an HTTP client, for a remote one)."""
+    state = app_state(app)
+    embedder = create_embedder(state.get(KnowledgeBaseSettings))
+    state.provide(Embedder, embedder)
+    try:
+        yield
+    finally:
+        state.remove(Embedder)
+        await embedder.aclose()
 
 
-EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+EmbedderDep = Annotated[Embedder, Depends(provided(Embedder))]
 
 
 @raises(KnowledgeBaseNotFound)

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 from anyio import to_thread
 
-from backend.core.config import Settings
 from backend.core.errors import AppError
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 
 class EmbeddingError(AppError):
@@ -27,6 +27,10 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One L2-normalised vector of `dimension` floats per text, in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the embedder holds (an HTTP client's connections)."""
         ...
 
 
@@ -50,6 +54,9 @@ class HashingEmbedder:
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self._cached_features = lru_cache(maxsize=self.CACHE_WORDS)(self._word_features)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
     def _features(self, word: str) -> tuple[np.ndarray, np.ndarray]:
         if len(word) > self.CACHE_WORD_CHARS:
@@ -143,7 +150,7 @@ class OpenAIEmbedder:
         await self._client.aclose()
 
 
-def create_embedder(settings: Settings) -> Embedder:
+def create_embedder(settings: KnowledgeBaseSettings) -> Embedder:
     if settings.embedding_provider == "openai":
         key = settings.embedding_api_key
         return OpenAIEmbedder(

@@ -13,6 +13,7 @@ from backend.modules.knowledge_base.dependencies import (
     EmbedderDep,
     OwnedKnowledgeBase,
     OwnedKnowledgeBaseForUpdate,
+    lifespan,
 )
 from backend.modules.knowledge_base.embeddings import EmbeddingError
 from backend.modules.knowledge_base.exceptions import (
@@ -33,9 +34,10 @@ from backend.modules.knowledge_base.schemas import (
     SearchQuery,
     SearchResults,
 )
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettingsDep
 from backend.modules.user.dependencies import CurrentUser
 
-router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"])
+router = APIRouter(prefix="/knowledge-bases", tags=["knowledge bases"], lifespan=lifespan)
 
 
 @router.post("", response_model=KnowledgeBaseRead, status_code=status.HTTP_201_CREATED)
@@ -89,7 +91,7 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
     ),
 )
 async def add_document(
-    request: Request,
+    settings: KnowledgeBaseSettingsDep,
     session: SessionDep,
     user: CurrentUser,
     kb: OwnedKnowledgeBaseForUpdate,
@@ -105,7 +107,7 @@ async def add_document(
         data=data,
         storage=storage,
         embedder=embedder,
-        settings=request.app.state.settings,
+        settings=settings,
     )
     return DocumentRead.model_validate(document)
 
@@ -138,7 +140,7 @@ async def delete_document(
     responses=error_responses(EmbeddingError),
 )
 async def search(
-    request: Request,
+    settings: KnowledgeBaseSettingsDep,
     session: SessionDep,
     kb: OwnedKnowledgeBase,
     data: SearchQuery,
@@ -151,6 +153,6 @@ async def search(
         query=data.query,
         top_k=data.top_k,
         embedder=embedder,
-        settings=request.app.state.settings,
+        settings=settings,
     )
     return SearchResults(results=results)

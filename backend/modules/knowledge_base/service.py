@@ -9,7 +9,6 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from backend.core.config import Settings
 from backend.core.pagination import PageParams
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
@@ -31,6 +30,7 @@ from backend.modules.knowledge_base.schemas import (
     KnowledgeBaseUpdate,
     SearchResult,
 )
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from backend.modules.user.models import User
 
 TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
@@ -159,7 +159,7 @@ async def create_document(
     data: DocumentCreate,
     storage: Storage,
     embedder: Embedder,
-    settings: Settings,
+    settings: KnowledgeBaseSettings,
 ) -> Document:
     """Read the source, cut it into chunks, embed them, store them."""
     title, body = await _source(
@@ -222,7 +222,7 @@ async def search(
     query: str,
     top_k: int,
     embedder: Embedder,
-    settings: Settings,
+    settings: KnowledgeBaseSettings,
 ) -> Sequence[SearchResult]:
     """The `top_k` chunks of this knowledge base nearest the query (cosine), best first.
 
@@ -234,7 +234,7 @@ async def search(
     return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
 
 
-def uses_exact_search(kb: KnowledgeBase, settings: Settings) -> bool:
+def uses_exact_search(kb: KnowledgeBase, settings: KnowledgeBaseSettings) -> bool:
     """Small knowledge bases are scanned exactly; larger ones go through the HNSW index."""
     return kb.chunk_count <= settings.search_exact_max_chunks
 
@@ -245,7 +245,7 @@ async def nearest_chunks(
     kb: KnowledgeBase,
     vector: Sequence[float],
     top_k: int,
-    settings: Settings,
+    settings: KnowledgeBaseSettings,
 ) -> Sequence[SearchResult]:
     """The search query itself: the `top_k` chunks of `kb` nearest `vector` (cosine)."""
     if uses_exact_search(kb, settings):

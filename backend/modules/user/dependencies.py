@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI
 from fastapi.security import OAuth2PasswordBearer
 
 from backend.core.errors import raises
-from backend.core.security import read_access_token
+from backend.core.security import read_access_token, set_hash_concurrency
+from backend.core.state import app_state
 from backend.db.session import ReadSessionDep, SessionDep, release_connection
 from backend.modules.user import service
 from backend.modules.user.exceptions import InactiveUser, NotAuthenticated, NotSuperuser
 from backend.modules.user.models import User
+from backend.modules.user.settings import UserSettings, UserSettingsDep
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The module's start-up: how many password hashes may run at once."""
+    set_hash_concurrency(app_state(app).get(UserSettings).password_hash_concurrency)
+    yield
+
 
 # auto_error=False: a missing token goes through our error (401 {"detail": ...}) like a bad one.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -18,14 +30,14 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=F
 
 @raises(NotAuthenticated, InactiveUser)
 async def current_user(
-    request: Request,
+    settings: UserSettingsDep,
     session: ReadSessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token names; 401 for a missing, bad or expired token."""
     if not token:
         raise NotAuthenticated()
-    claims = read_access_token(token, key=request.app.state.settings.jwt_key)
+    claims = read_access_token(token, key=settings.jwt_key)
     user = await service.get(session, claims[0]) if claims else None
     # An older version: the password changed, or the account was disabled, since it was issued.
     if user is None or claims is None or claims[1] != user.token_version:

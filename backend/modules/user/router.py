@@ -13,7 +13,12 @@ from backend.db.session import ReadSessionDep, SessionDep, independent_session
 from backend.modules.file import service as file_service
 from backend.modules.file.dependencies import StorageDep
 from backend.modules.user import service, throttle
-from backend.modules.user.dependencies import CurrentSuperuser, CurrentUser, CurrentUserForUpdate
+from backend.modules.user.dependencies import (
+    CurrentSuperuser,
+    CurrentUser,
+    CurrentUserForUpdate,
+    lifespan,
+)
 from backend.modules.user.exceptions import (
     EmailTaken,
     InactiveUser,
@@ -32,12 +37,13 @@ from backend.modules.user.schemas import (
     UserRead,
     UserUpdate,
 )
+from backend.modules.user.settings import UserSettingsDep
 
-auth_router = APIRouter(prefix="/auth", tags=["auth"])
-router = APIRouter(prefix="/users", tags=["users"])
+auth = APIRouter(prefix="/auth", tags=["auth"])
+users = APIRouter(prefix="/users", tags=["users"])
 
 
-@auth_router.post(
+@auth.post(
     "/register",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
@@ -49,19 +55,22 @@ async def register(session: SessionDep, data: UserCreate) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@auth_router.post(
+@auth.post(
     "/token",
     response_model=Token,
     status_code=status.HTTP_200_OK,
     responses=error_responses(InvalidCredentials, InactiveUser, throttle.TooManyAttempts),
 )
-async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+async def token(
+    request: Request,
+    settings: UserSettingsDep,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+) -> Token:
     """OAuth2 password flow: `username` may be the email or the username.
 
     Failed logins are counted per account and per client address (LOGIN_MAX_FAILURES within
     LOGIN_FAILURE_WINDOW seconds); past the limit the answer is 429 with Retry-After.
     """
-    settings = request.app.state.settings
     keys = throttle.keys(form.username, request.client.host if request.client else None)
     # Its own transaction, committed even when the login fails: a failure must count.
     async with independent_session(request) as session:
@@ -85,13 +94,13 @@ async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
     return Token(access_token=access)
 
 
-@router.get("/me", response_model=UserRead, status_code=status.HTTP_200_OK)
+@users.get("/me", response_model=UserRead, status_code=status.HTTP_200_OK)
 async def read_me(user: CurrentUser) -> UserRead:
     """The authenticated user."""
     return UserRead.model_validate(user)
 
 
-@router.patch(
+@users.patch(
     "/me",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
@@ -102,7 +111,7 @@ async def update_me(session: SessionDep, user: CurrentUserForUpdate, data: UserU
     return UserRead.model_validate(await service.update(session, user=user, data=data))
 
 
-@router.post(
+@users.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     response_model=None,
@@ -122,13 +131,13 @@ async def _delete_account(session: SessionDep, user: User, storage: StorageDep) 
     await service.delete(session, user=user)
 
 
-@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
+@users.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
 async def delete_me(session: SessionDep, user: CurrentUserForUpdate, storage: StorageDep) -> None:
     """Delete your account with its files (their contents too) and knowledge bases."""
     await _delete_account(session, user, storage)
 
 
-@router.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
+@users.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
 async def list_users(session: ReadSessionDep, _: CurrentSuperuser, page: PageDep) -> UserPage:
     """All users, oldest first (superusers only)."""
     return UserPage.of(await service.list(session, page=page), page)
@@ -141,7 +150,7 @@ async def _other_user(session: SessionDep, user_id: uuid.UUID) -> User:
     return user
 
 
-@router.patch(
+@users.patch(
     "/{user_id}",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
@@ -156,7 +165,7 @@ async def administer(
     return UserRead.model_validate(await service.administer(session, user=user, data=data))
 
 
-@router.delete(
+@users.delete(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_model=None,
@@ -167,3 +176,9 @@ async def delete_user(
 ) -> None:
     """Delete an account with its files and knowledge bases (superusers only)."""
     await _delete_account(session, await _other_user(session, user_id), storage)
+
+
+# The module's one router (mounted by `main.py`), with its start-up.
+router = APIRouter(lifespan=lifespan)
+router.include_router(auth)
+router.include_router(users)

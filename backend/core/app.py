@@ -1,0 +1,54 @@
+"""The FastAPI app every module is mounted on: state, error contract, OpenAPI, body limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+
+from backend.core.config import AppSettings, Settings, SettingsError
+from backend.core.errors import install_error_handlers
+from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect
+from backend.core.openapi import install_openapi
+from backend.core.state import AppState
+
+
+def new_app(
+    settings: Iterable[AppSettings],
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    """An app with no routes yet. `settings` replace what the environment says, per class;
+    every other settings class is read now, so a bad value fails here (`SettingsError`)."""
+    state = AppState(settings)
+    state.load_settings()
+    core = state.get(Settings)
+    docs = core.docs_enabled
+    app = FastAPI(
+        title="backend",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.typed = state
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=core.max_request_bytes,
+        idle_timeout=core.request_body_idle_timeout,
+    )
+    app.add_middleware(RetryReadsOnDisconnect)
+    app.add_middleware(HeadAsGet)
+    return app
+
+
+def app_or_exit(factory: Callable[[], FastAPI]) -> FastAPI:
+    """The app for `uvicorn`: a bad setting exits with one line, not a traceback."""
+    try:
+        return factory()
+    except SettingsError as exc:
+        raise SystemExit(f"backend: {exc} (set in the environment or .env)") from None

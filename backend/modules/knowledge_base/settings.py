@@ -1,0 +1,47 @@
+"""The knowledge-base module's settings: chunking, the embedder, search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from fastapi import Depends
+from pydantic import Field, SecretStr, model_validator
+
+from backend.core.config import AppSettings
+from backend.core.state import provided
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
+
+
+class KnowledgeBaseSettings(AppSettings):
+    chunk_size: int = Field(default=1000, ge=50)
+    chunk_overlap: int = Field(default=150, ge=0)
+    max_document_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    embedding_provider: Literal["hashing", "openai"] = "hashing"
+    embedding_dim: int = Field(default=384, ge=1)
+    embedding_base_url: str = "https://api.openai.com/v1"
+    embedding_model: str = "text-embedding-3-small"
+    embedding_api_key: SecretStr | None = None
+    embedding_batch_size: int = Field(default=64, ge=1)
+    embedding_timeout: float = Field(default=30.0, gt=0)
+    # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
+    search_exact_max_chunks: int = Field(default=10_000, ge=0)
+    search_ef_search: int = Field(default=100, ge=1, le=1000)
+    # pgvector's iterative index scan: keeps walking the graph until top_k rows pass the filter.
+    search_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.embedding_dim != EMBEDDING_DIM:
+            raise ValueError(
+                f"EMBEDDING_DIM is {self.embedding_dim} but the chunks.embedding column holds "
+                f"vector({EMBEDDING_DIM}): set EMBEDDING_DIM={EMBEDDING_DIM}, or change the "
+                f"column with a migration and re-embed"
+            )
+        return self
+
+
+KnowledgeBaseSettingsDep = Annotated[
+    KnowledgeBaseSettings, Depends(provided(KnowledgeBaseSettings))
+]

@@ -1,0 +1,113 @@
+"""Uploads and downloads (MB/s, server memory) and document ingestion (chunks/s)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+from pgvector.asyncpg import register_vector
+from sqlalchemy.engine import URL
+
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
+from bench.db import dsn
+from bench.processes import Server, peak_rss
+from bench.seed import Seed, markdown
+from bench.sizes import Size
+
+
+def transfers(app: Server, seed: Seed, size: Size, workdir: Path) -> dict[str, Any]:
+    total = size.upload_mb * 1024 * 1024
+    source = workdir / "big.bin"
+    with source.open("wb") as out:
+        block = os.urandom(1024 * 1024)
+        for _ in range(size.upload_mb):
+            out.write(block)
+    headers = {"Authorization": f"Bearer {seed.token}"}
+    with httpx.Client(base_url=app.base_url, timeout=300, headers=headers) as client:
+        with peak_rss(app) as upload_memory, source.open("rb") as stream:
+            started = time.perf_counter()
+            response = client.post("/api/v1/files", files={"file": ("big.bin", stream)})
+            upload_seconds = time.perf_counter() - started
+        response.raise_for_status()
+        file_id = response.json()["id"]
+        received = 0
+        with peak_rss(app) as download_memory:
+            started = time.perf_counter()
+            with client.stream("GET", f"/api/v1/files/{file_id}/content") as download:
+                for piece in download.iter_raw(1024 * 1024):
+                    received += len(piece)
+            download_seconds = time.perf_counter() - started
+        assert received == total, f"downloaded {received} of {total} bytes"
+    source.unlink()
+    mib = total / 1024 / 1024
+    return {
+        "size_mb": size.upload_mb,
+        "upload_mb_s": mib / upload_seconds,
+        "download_mb_s": mib / download_seconds,
+        "upload_peak_growth_mb": (upload_memory["peak"] - upload_memory["before"]) / 1024 / 1024,
+        "download_peak_growth_mb": (download_memory["peak"] - download_memory["before"])
+        / 1024
+        / 1024,
+    }
+
+
+def ingestion(app: Server, seed: Seed, size: Size) -> dict[str, Any]:
+    text = markdown(int(size.document_mb * 1024 * 1024))
+    headers = {"Authorization": f"Bearer {seed.token}"}
+    with httpx.Client(base_url=app.base_url, timeout=600, headers=headers) as client:
+        kb = client.post("/api/v1/knowledge-bases", json={"name": "ingestion"})
+        kb.raise_for_status()
+        upload = client.post(
+            "/api/v1/files", files={"file": ("book.md", text.encode(), "text/markdown")}
+        )
+        upload.raise_for_status()
+        started = time.perf_counter()
+        document = client.post(
+            f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
+            json={"file_id": upload.json()["id"]},
+        )
+        seconds = time.perf_counter() - started
+        document.raise_for_status()
+    chunks = document.json()["chunk_count"]
+    return {
+        "document_mb": len(text) / 1024 / 1024,
+        "chunks": chunks,
+        "seconds": seconds,
+        "chunks_per_s": chunks / seconds,
+    }
+
+
+async def index_cost(url: URL, rows: int) -> dict[str, float]:
+    """Where ingestion time goes: `rows` random chunks by COPY, with and without the HNSW index.
+
+    Each in a transaction that is rolled back, so the database is left as it was.
+    """
+    connection = await asyncpg.connect(dsn(url))
+    try:
+        await register_vector(connection)
+        kb, document = await connection.fetchrow(
+            "SELECT knowledge_base_id, id FROM documents LIMIT 1"
+        )
+        vectors = np.random.default_rng(1).standard_normal((rows, EMBEDDING_DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = [(uuid.uuid4(), document, kb, n, "x" * 900, v) for n, v in enumerate(vectors)]
+        columns = ["id", "document_id", "knowledge_base_id", "ordinal", "text", "embedding"]
+        seconds = {}
+        for label, drop in (("with_index_s", False), ("without_index_s", True)):
+            transaction = connection.transaction()
+            await transaction.start()
+            if drop:
+                await connection.execute("DROP INDEX ix_chunks_embedding_hnsw")
+            started = time.perf_counter()
+            await connection.copy_records_to_table("chunks", records=records, columns=columns)
+            seconds[label] = time.perf_counter() - started
+            await transaction.rollback()
+    finally:
+        await connection.close()
+    return seconds
