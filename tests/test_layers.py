@@ -48,7 +48,7 @@ def test_main_only_mounts_module_routers() -> None:
             taken |= {f"{node.module}.{alias.name}" for alias in node.names}
     assert taken, "main.py mounts no module"
     for name in taken:
-        assert name.startswith("backend.modules.") and name.endswith(".router"), name
+        assert name.endswith(".router"), f"main.py imports {name}"
 
 
 def test_handlers_reach_app_state_only_through_typed_dependencies() -> None:
