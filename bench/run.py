@@ -1,6 +1,7 @@
 """Benchmarks: the API against a raw asyncpg baseline, search, uploads, ingestion, migrations.
 
     python3 dev.py bench              # full run (about 15 minutes): bench/results/latest.*
+    python3 dev.py bench --size quick # the API against the baseline only: ratios, 2 minutes
     python3 dev.py bench --size tiny  # seconds; what the test suite runs
 
 Every figure is measured in this run on this machine; the ones that matter are ratios against a
@@ -18,7 +19,8 @@ import shutil
 import statistics
 import sys
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,15 @@ from bench import report, vectors
 from bench.api import api_throughput
 from bench.db import alembic_upgrade, create_database, drop_database, dsn, scratch_database
 from bench.load import ensure_wrk
-from bench.processes import LOAD_CORE, MULTI_CORE, SERVER_CORE, pin_postgres, start_server
-from bench.seed import seed
+from bench.processes import (
+    LOAD_CORE,
+    MULTI_CORE,
+    SERVER_CORE,
+    Server,
+    pin_postgres,
+    start_server,
+)
+from bench.seed import Seed, seed
 from bench.sizes import SIZES, Size
 from bench.transfers import index_cost, ingestion, transfers
 
@@ -61,6 +70,82 @@ async def prepare_api_database(server: URL, size: Size) -> tuple[URL, dict[str, 
     }
 
 
+def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
+    """The app's environment: production settings on the bench database."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn(url),
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "ENVIRONMENT": "production",
+        "FILE_STORAGE_DIR": str(workdir / "files"),
+        "MAX_UPLOAD_BYTES": str((size.upload_mb + 16) * 1024 * 1024),
+        "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
+    }
+    env.pop("TEST_DATABASE_URL", None)
+    return env
+
+
+@contextmanager
+def app_and_baseline(env: dict[str, str]) -> Iterator[tuple[Server, Server, Seed]]:
+    """The app and the raw baseline served side by side, with the API's data seeded."""
+    with ExitStack() as servers:
+        app = start_server("backend.main:app", env, "/readyz")
+        servers.callback(app.stop)
+        baseline = start_server("bench.baseline:app", env, "/healthz")
+        servers.callback(baseline.stop)
+        with httpx.Client(base_url=app.base_url, timeout=120) as client:
+            seeded = seed(client)
+        yield app, baseline, seeded
+
+
+def quick(server: URL, size: Size, workdir: Path, overrides: dict[str, str]) -> None:
+    """The API against the baseline only, printed: run it before merging a plumbing change."""
+    url = asyncio.run(create_database(server, API_DATABASE))
+    try:
+        alembic_upgrade(url)
+        env = app_env(url, size, workdir) | overrides
+        with app_and_baseline(env) as (app, baseline, seeded):
+            rows = api_throughput(app, baseline, seeded, size, workdir)
+    finally:
+        asyncio.run(drop_database(server, API_DATABASE))
+    print("\n| endpoint | req/s ratio | p99 ratio |\n| --- | ---: | ---: |")
+    for row in rows:
+        print(f"| `{row['endpoint']}` | {row['ratio']:.2f}x | {row['p99_ratio']:.2f}x |")
+
+
+def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
+    url: URL | None = None
+    try:
+        print("migrations", flush=True)
+        url, results["migrations"] = asyncio.run(prepare_api_database(server, size))
+        env = app_env(url, size, workdir)
+
+        print("start-up", flush=True)
+        startups = []
+        for _ in range(size.startup_runs):
+            probe = start_server("backend.main:app", env, "/readyz")
+            startups.append(probe.ready_after)
+            probe.stop()
+        results["startup"] = {"to_ready_s": statistics.median(startups), "runs": startups}
+
+        with app_and_baseline(env) as (app, baseline, seeded):
+            print("API throughput", flush=True)
+            results["api"] = api_throughput(app, baseline, seeded, size, workdir)
+            print("uploads", flush=True)
+            results["transfers"] = transfers(app, seeded, size, workdir)
+            print("ingestion", flush=True)
+            results["ingestion"] = ingestion(app, seeded, size)
+            results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
+
+        print("vector search", flush=True)
+        if MULTI_CORE:
+            os.sched_setaffinity(0, {int(SERVER_CORE)})
+        results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
+    finally:
+        if url is not None:
+            asyncio.run(drop_database(server, API_DATABASE))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="full")
@@ -69,6 +154,14 @@ def main() -> None:
         "--server-url",
         help="a PostgreSQL server to create bench databases on (default: an embedded one in "
         ".data/postgres-bench, pinned to its own core)",
+    )
+    parser.add_argument(
+        "--app-env",
+        action="append",
+        default=[],
+        type=lambda item: tuple(item.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="a setting for the app under test (--size quick), e.g. AUTH_CACHE_SECONDS=0",
     )
     args = parser.parse_args()
     size = SIZES[args.size]
@@ -98,52 +191,13 @@ def main() -> None:
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     results: dict[str, Any] = {"setup": setup}
-    url: URL | None = None
     try:
-        print("migrations", flush=True)
-        url, results["migrations"] = asyncio.run(prepare_api_database(server, size))
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn(url),
-            "JWT_SECRET": secrets.token_urlsafe(48),
-            "ENVIRONMENT": "production",
-            "FILE_STORAGE_DIR": str(workdir / "files"),
-            "MAX_UPLOAD_BYTES": str((size.upload_mb + 16) * 1024 * 1024),
-            "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
-        }
-        env.pop("TEST_DATABASE_URL", None)
-
-        print("start-up", flush=True)
-        startups = []
-        for _ in range(size.startup_runs):
-            probe = start_server("backend.main:app", env, "/readyz")
-            startups.append(probe.ready_after)
-            probe.stop()
-        results["startup"] = {"to_ready_s": statistics.median(startups), "runs": startups}
-
-        with ExitStack() as servers:
-            app = start_server("backend.main:app", env, "/readyz")
-            servers.callback(app.stop)
-            baseline = start_server("bench.baseline:app", env, "/healthz")
-            servers.callback(baseline.stop)
-            with httpx.Client(base_url=app.base_url, timeout=120) as client:
-                seeded = seed(client)
-            print("API throughput", flush=True)
-            results["api"] = api_throughput(app, baseline, seeded, size, workdir)
-            print("uploads", flush=True)
-            results["transfers"] = transfers(app, seeded, size, workdir)
-            print("ingestion", flush=True)
-            results["ingestion"] = ingestion(app, seeded, size)
-            results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
-
-        print("vector search", flush=True)
-        if MULTI_CORE:
-            os.sched_setaffinity(0, {int(SERVER_CORE)})
-        results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
+        if size.name == "quick":
+            quick(server, size, workdir, dict(args.app_env))
+            return
+        everything(server, size, workdir, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if url is not None:
-            asyncio.run(drop_database(server, API_DATABASE))
 
     args.out.mkdir(parents=True, exist_ok=True)
     report.write(results, args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 
@@ -49,6 +50,26 @@ def new_app(
 def app_or_exit(factory: Callable[[], FastAPI]) -> FastAPI:
     """The app for `uvicorn`: a bad setting exits with one line, not a traceback."""
     try:
-        return factory()
+        app = factory()
     except SettingsError as exc:
         raise SystemExit(f"backend: {exc} (set in the environment or .env)") from None
+    tune_gc_for_serving()
+    return app
+
+
+# Young-generation collections after this many net allocations (CPython's default: 700), and
+# older generations as rarely. A request allocates a few thousand objects, nearly all freed by
+# reference counting; the collector only needs to find cycles, and can look seldom.
+GC_THRESHOLDS = (7_000, 20, 20)
+
+
+def tune_gc_for_serving() -> None:
+    """Keep the garbage collector's pauses out of request latency.
+
+    What is imported by now (modules, classes, routes, the app) lives as long as the process:
+    `gc.freeze()` moves it out of every later collection, so a full collection walks what
+    requests allocate, not the whole heap (unfrozen, one took ~150 ms under load).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -178,6 +178,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         await _run(session, "after_commit")
 
 
+@asynccontextmanager
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read session for a block (autocommit, writes refused), for a dependency that may not
+    need the database at all (an authentication cache hit)."""
+    async with database(request).read_sessionmaker() as session:
+        session.info["read_only"] = True
+        yield session
+
+
 @raises(Unavailable)
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A read session for the request: autocommit, writes refused, closed before the response.
@@ -186,8 +195,7 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     `release_connection` (the authentication dependency does, so a handler that then writes
     holds one connection, not two).
     """
-    async with database(request).read_sessionmaker() as session:
-        session.info["read_only"] = True
+    async with read_session(request) as session:
         yield session
 
 

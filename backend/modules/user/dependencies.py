@@ -4,49 +4,65 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from backend.core.errors import raises
+from backend.core.errors import Unavailable, raises
 from backend.core.security import read_access_token, set_hash_concurrency
 from backend.core.state import app_state
-from backend.db.session import ReadSessionDep, SessionDep, release_connection
+from backend.db.session import SessionDep, read_session
 from backend.modules.user import service
 from backend.modules.user.exceptions import InactiveUser, NotAuthenticated, NotSuperuser
 from backend.modules.user.models import User
-from backend.modules.user.settings import UserSettings, UserSettingsDep
+from backend.modules.user.principals import PrincipalCache
+from backend.modules.user.settings import UserSettings
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The module's start-up: how many password hashes may run at once."""
-    set_hash_concurrency(app_state(app).get(UserSettings).password_hash_concurrency)
+    """The module's start-up: how many password hashes may run at once; the principal cache."""
+    state = app_state(app)
+    settings = state.get(UserSettings)
+    set_hash_concurrency(settings.password_hash_concurrency)
+    state.provide(PrincipalCache, PrincipalCache(settings.auth_cache_seconds))
     yield
+    state.remove(PrincipalCache)
 
 
 # auto_error=False: a missing token goes through our error (401 {"detail": ...}) like a bad one.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-@raises(NotAuthenticated, InactiveUser)
+@raises(NotAuthenticated, InactiveUser, Unavailable)
 async def current_user(
-    settings: UserSettingsDep,
-    session: ReadSessionDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User:
-    """The active user the bearer token names; 401 for a missing, bad or expired token."""
+    """The active user the bearer token names; 401 for a missing, bad or expired token.
+
+    Every request passes here, so it asks FastAPI for nothing it can look up itself, and opens
+    a session only when the user is not in the principal cache (`AUTH_CACHE_SECONDS`).
+    """
     if not token:
         raise NotAuthenticated()
-    claims = read_access_token(token, key=settings.jwt_key)
-    user = await service.get(session, claims[0]) if claims else None
+    state = app_state(request.app)
+    claims = read_access_token(token, key=state.get(UserSettings).jwt_key)
+    if claims is None:
+        raise NotAuthenticated()
+    principals = state.get(PrincipalCache)
+    user = principals.get(claims[0])
+    if user is None:
+        generation = principals.generation(claims[0])
+        # Closed before the handler runs: a handler that writes takes its own connection, and
+        # one that streams a body holds none.
+        async with read_session(request) as session:
+            user = await service.get(session, claims[0])
+        if user is not None:
+            principals.put(user, generation)
     # An older version: the password changed, or the account was disabled, since it was issued.
-    if user is None or claims is None or claims[1] != user.token_version:
+    if user is None or claims[1] != user.token_version:
         raise NotAuthenticated()
     if not user.is_active:
         raise InactiveUser()
-    # The connection goes back to the pool now: a handler that writes takes its own, and one
-    # that streams a body holds none.
-    await release_connection(session)
     return user
 
 

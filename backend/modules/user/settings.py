@@ -19,6 +19,9 @@ class UserSettings(AppSettings):
     # Auth: HS256 access tokens. Unset secret: one is generated and kept in .data/ (development).
     jwt_secret: SecretStr | None = None
     access_token_minutes: int = Field(default=60, ge=1)
+    # Seconds an authenticated user is kept in memory (0 = off). A change through this replica
+    # takes effect at once; one made through another replica within this many seconds.
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # argon2 hashes at once per process (each takes ~64 MiB and a core for ~50 ms).
     password_hash_concurrency: int = Field(default=2, ge=1)
     # Failed logins: after this many within the window, per account and per client address,
