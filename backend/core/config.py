@@ -156,10 +156,6 @@ class Settings(AppSettings):
         return self.database_url is None
 
 
-def load_settings() -> Settings:
-    return Settings.load()
-
-
 @lru_cache
 def get_settings() -> Settings:
-    return load_settings()
+    return Settings.load()

@@ -9,12 +9,12 @@ a typed dependency made by `provided(SomeType)`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated, TypeVar, cast
+from typing import TypeVar, cast
 
-from fastapi import Depends, Request
+from fastapi import Request
 from starlette.applications import Starlette
 
-from backend.core.config import AppSettings, Settings, settings_classes
+from backend.core.config import AppSettings, settings_classes
 
 T = TypeVar("T")
 
@@ -62,6 +62,3 @@ def provided(kind: type[T]) -> Callable[[Request], T]:
 
     dependency.__name__ = f"provided_{kind.__name__}"
     return dependency
-
-
-SettingsDep = Annotated[Settings, Depends(provided(Settings))]

@@ -192,8 +192,8 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A read session for the request: autocommit, writes refused, closed before the response.
 
     Its connection is taken at the first statement and can be handed back early with
-    `release_connection` (the authentication dependency does, so a handler that then writes
-    holds one connection, not two).
+    `release_connection` (the load-or-404 dependencies do, so a handler that then writes or
+    streams holds one connection, or none).
     """
     async with read_session(request) as session:
         yield session

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from backend.core.config import PROJECT_ROOT, Settings, SettingsError, load_settings
+from backend.core.config import PROJECT_ROOT, Settings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -43,17 +43,17 @@ def test_malformed_database_url_is_refused_by_name(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", given)
     with pytest.raises(SettingsError, match=complaint):
-        load_settings()
+        Settings.load()
 
 
 def test_blank_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "  ")
-    assert load_settings().uses_embedded_db
+    assert Settings.load().uses_embedded_db
 
 
 def test_ignored_table_prefixes_come_from_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALEMBIC_IGNORE_TABLE_PREFIXES", "checkpoint, langgraph_")
-    assert load_settings().alembic_ignore_table_prefixes == ("checkpoint", "langgraph_")
+    assert Settings.load().alembic_ignore_table_prefixes == ("checkpoint", "langgraph_")
 
 
 @pytest.mark.parametrize(
