@@ -37,7 +37,7 @@ class PageParams:
         return query.limit(self.limit + 1).offset(self.offset)
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> PageParams:

@@ -8,7 +8,7 @@ a typed dependency made by `provided(SomeType)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar, cast
 
 from fastapi import Request
@@ -51,13 +51,14 @@ def app_state(app: Starlette) -> AppState:
     return state
 
 
-def provided(kind: type[T]) -> Callable[[Request], T]:
+def provided(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency returning the app's `kind`: a settings class or a resource a lifespan built.
 
     `StorageDep = Annotated[Storage, Depends(provided(Storage))]`
     """
 
-    def dependency(request: Request) -> T:
+    # async although it never waits: FastAPI runs a plain `def` dependency in a worker thread.
+    async def dependency(request: Request) -> T:
         return app_state(request.app).get(kind)
 
     dependency.__name__ = f"provided_{kind.__name__}"

@@ -34,7 +34,7 @@ StorageDep = Annotated[Storage, Depends(provided(Storage))]
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-def upload_limit(request: Request, settings: FileSettingsDep) -> int:
+async def upload_limit(request: Request, settings: FileSettingsDep) -> int:
     """The upload route's own body limit: the file's limit plus its multipart framing."""
     set_body_limit(request, settings.max_upload_bytes + MULTIPART_OVERHEAD)
     return settings.max_upload_bytes
