@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import jwt
 from anyio import CapacityLimiter, to_thread
@@ -59,15 +59,21 @@ def create_access_token(subject: uuid.UUID, *, version: int, key: str, minutes: 
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def read_access_token(token: str, *, key: str) -> tuple[uuid.UUID, int] | None:
-    """The token's user id and version, or None if it is malformed, forged or expired."""
+class AccessClaims(NamedTuple):
+    user_id: uuid.UUID
+    version: int
+    expires_at: float  # Unix time
+
+
+def read_access_token(token: str, *, key: str) -> AccessClaims | None:
+    """The token's user id, version and expiry, or None if it is malformed, forged or expired."""
     try:
         claims = jwt.decode(
             token, key, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "ver"]}
         )
-        version = claims["ver"]
-        if not isinstance(version, int):
+        version, expires_at = claims["ver"], claims["exp"]
+        if not isinstance(version, int) or not isinstance(expires_at, int | float):
             return None
-        return uuid.UUID(claims["sub"]), version
+        return AccessClaims(uuid.UUID(claims["sub"]), version, float(expires_at))
     except (jwt.PyJWTError, ValueError, TypeError):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,10 @@ import pytest
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from backend.core.security import AccessClaims
 from backend.modules.user.models import User
 from backend.modules.user.principals import PrincipalCache
-from tests.support.factories import user_with_token
+from tests.support.factories import PASSWORD, user_with_token
 
 ME = "/api/v1/users/me"
 
@@ -101,3 +103,30 @@ def test_a_load_that_raced_a_change_is_not_kept_and_the_cache_is_bounded() -> No
     assert hit is not None
     assert hit is not cache.get(users[2].id), "each hit is a fresh object"
     assert hit.username == "u2"
+
+
+def test_a_verified_token_is_kept_within_the_bound_and_never_past_its_expiry() -> None:
+    cache = PrincipalCache(ttl=60, max_entries=2)
+    user_id = uuid.uuid4()
+    cache.put_claims("valid", AccessClaims(user_id, 0, time.time() + 600))
+    cache.put_claims("expired", AccessClaims(user_id, 0, time.time() - 1))
+    assert cache.claims("valid") == AccessClaims(user_id, 0, pytest.approx(time.time() + 600))
+    assert cache.claims("expired") is None
+    assert cache.claims("never seen") is None
+    off = PrincipalCache(ttl=0)
+    off.put_claims("valid", AccessClaims(user_id, 0, time.time() + 600))
+    assert off.claims("valid") is None
+
+
+async def test_a_cached_token_still_ends_with_a_password_change(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, auth = await user_with_token(client, session)
+    assert (await client.get(ME, headers=auth)).status_code == 200  # token and user now cached
+    changed = await client.post(
+        f"{ME}/password",
+        headers=auth,
+        json={"current_password": PASSWORD, "new_password": "a-new-password-2"},
+    )
+    assert changed.status_code == 204, changed.text
+    assert (await client.get(ME, headers=auth)).status_code == 401

@@ -45,21 +45,24 @@ async def current_user(
     if not token:
         raise NotAuthenticated()
     state = app_state(request.app)
-    claims = read_access_token(token, key=state.get(UserSettings).jwt_key)
-    if claims is None:
-        raise NotAuthenticated()
     principals = state.get(PrincipalCache)
-    user = principals.get(claims[0])
+    claims = principals.claims(token)
+    if claims is None:
+        claims = read_access_token(token, key=state.get(UserSettings).jwt_key)
+        if claims is None:
+            raise NotAuthenticated()
+        principals.put_claims(token, claims)
+    user = principals.get(claims.user_id)
     if user is None:
-        generation = principals.generation(claims[0])
+        generation = principals.generation(claims.user_id)
         # Closed before the handler runs: a handler that writes takes its own connection, and
         # one that streams a body holds none.
         async with read_session(request) as session:
-            user = await service.get(session, claims[0])
+            user = await service.get(session, claims.user_id)
         if user is not None:
             principals.put(user, generation)
     # An older version: the password changed, or the account was disabled, since it was issued.
-    if user is None or claims[1] != user.token_version:
+    if user is None or claims.version != user.token_version:
         raise NotAuthenticated()
     if not user.is_active:
         raise InactiveUser()

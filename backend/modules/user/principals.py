@@ -1,9 +1,14 @@
-"""Authenticated users kept for a few seconds, so most requests skip the user query.
+"""Authenticated users kept for a few seconds, so most requests skip the user query and the
+token's signature check.
 
 A security trade-off with a bound (`AUTH_CACHE_SECONDS`, 0 turns it off): a change to a user
 made through this process (password, deactivation, profile, deletion) forgets the entry as it
 commits; a change made by another replica (or by SQL outside the app) is seen here within the
 bound. A request never shares an object with another: each hit is a fresh detached `User`.
+
+Verified tokens are kept as long, never past their own expiry: a token string seen with a valid
+signature carries the same claims the next time. Its version is still compared with the user's
+on every request, so a password change or deactivation ends it like an uncached one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from backend.core.security import AccessClaims
 from backend.modules.user.models import User
 
 _COLUMNS = [attribute.key for attribute in inspect(User).column_attrs]
@@ -26,6 +32,7 @@ class PrincipalCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
+        self._tokens: dict[str, tuple[float, AccessClaims]] = {}
         # Bumped when a user is forgotten: a load that started before the change is not kept.
         self._generations: dict[uuid.UUID, int] = {}
         _LIVE.add(self)
@@ -40,6 +47,24 @@ class PrincipalCache:
         user = User(**entry[1])
         make_transient_to_detached(user)
         return user
+
+    def claims(self, token: str) -> AccessClaims | None:
+        """The claims of a token verified within the bound and not expired since, if any."""
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic() or entry[1].expires_at <= time.time():
+            del self._tokens[token]
+            return None
+        return entry[1]
+
+    def put_claims(self, token: str, claims: AccessClaims) -> None:
+        """Remember a token whose signature and expiry were just checked."""
+        if self.ttl <= 0:
+            return
+        if len(self._tokens) >= self.max_entries:
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[token] = (time.monotonic() + self.ttl, claims)
 
     def generation(self, user_id: uuid.UUID) -> int:
         """Taken before loading a user, handed to `put` with what was loaded."""
