@@ -5,12 +5,15 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event, func, select
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.core.state import app_state
+from backend.db.session import Database
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.models import Chunk
+from backend.modules.knowledge_base.service import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.support.factories import user_with_token
 
@@ -233,3 +236,33 @@ def test_chunks_cover_the_text_within_size(size: int, overlap: int) -> None:
     assert covered == words
     if overlap:
         assert chunks[0].split()[-1] in chunks[1]
+
+
+async def test_index_settings_are_set_once_per_pooled_connection(app_engine: AsyncEngine) -> None:
+    """A read session's search sets pgvector's settings on its connection once; a transaction's
+    are its own, and a rollback leaves nothing stale behind."""
+    database = Database.of(app_engine)
+    settings = KnowledgeBaseSettings(search_ef_search=123, search_iterative_scan="strict_order")
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(app_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for _ in range(2):
+            async with database.read_sessionmaker() as session:
+                await use_index_settings(session, settings)
+                assert await session.scalar(sql("SHOW hnsw.ef_search")) == "123"
+        assert sum("set_config" in s for s in statements) == 1
+
+        async with database.sessionmaker() as session:
+            await use_index_settings(session, settings.model_copy(update={"search_ef_search": 7}))
+            assert await session.scalar(sql("SHOW hnsw.ef_search")) == "7"
+            await session.rollback()
+        async with database.read_sessionmaker() as session:
+            await use_index_settings(session, settings)
+            assert await session.scalar(sql("SHOW hnsw.iterative_scan")) == "strict_order"
+            assert await session.scalar(sql("SHOW hnsw.ef_search")) == "123"
+    finally:
+        event.remove(app_engine.sync_engine, "before_cursor_execute", record)

@@ -141,7 +141,7 @@ async def delete_document(
 )
 async def search(
     settings: KnowledgeBaseSettingsDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     kb: OwnedKnowledgeBase,
     data: SearchQuery,
     embedder: EmbedderDep,

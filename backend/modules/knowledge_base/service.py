@@ -3,8 +3,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Select, bindparam, insert, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -239,6 +240,69 @@ def uses_exact_search(kb: KnowledgeBase, settings: KnowledgeBaseSettings) -> boo
     return kb.chunk_count <= settings.search_exact_max_chunks
 
 
+def _exact_nearest() -> Select[Any]:
+    # MATERIALIZED: the planner computes every distance in the knowledge base (exact) instead of
+    # walking the index and filtering afterwards.
+    scoped = (
+        select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
+        .where(Chunk.knowledge_base_id == bindparam("kb_id"))
+        .cte("scoped")
+        .prefix_with("MATERIALIZED")
+    )
+    distance = scoped.c.embedding.cosine_distance(_QUERY_VECTOR).label("distance")
+    return (
+        select(scoped.c.id, scoped.c.document_id, scoped.c.text, distance)
+        .order_by(distance)
+        .limit(bindparam("top_k"))
+    )
+
+
+def _indexed_nearest() -> Select[Any]:
+    distance = Chunk.embedding.cosine_distance(_QUERY_VECTOR).label("distance")
+    nearest = (
+        select(Chunk.id, Chunk.document_id, Chunk.text, distance)
+        .where(Chunk.knowledge_base_id == bindparam("kb_id"))
+        .order_by(distance)
+        .limit(bindparam("top_k"))
+        .subquery()
+    )
+    # relaxed_order may return rows slightly out of order: sort the final few again.
+    return select(nearest).order_by(nearest.c.distance)
+
+
+# Built once with bind parameters: building these per request cost more CPU than running them.
+_QUERY_VECTOR = bindparam("vector", type_=Chunk.embedding.type)
+EXACT_NEAREST = _exact_nearest()
+INDEXED_NEAREST = _indexed_nearest()
+_INDEX_SETTINGS = "knowledge_base.hnsw_settings"
+
+
+async def use_index_settings(session: AsyncSession, settings: KnowledgeBaseSettings) -> None:
+    """pgvector's HNSW search settings for the next query on this session's connection.
+
+    In a read session (autocommit) they are set for the connection's lifetime, once: the pooled
+    connection remembers them (`connection.info`), so a search costs no extra round trip. In a
+    transaction they are set for that transaction only (a rollback would undo a lasting one).
+    """
+    wanted = (settings.search_iterative_scan, str(settings.search_ef_search))
+    connection = await session.connection()
+    options = (
+        connection.sync_connection.get_execution_options() if connection.sync_connection else {}
+    )
+    lasting = options.get("isolation_level") == "AUTOCOMMIT"
+    if lasting and connection.info.get(_INDEX_SETTINGS) == wanted:
+        return
+    await connection.execute(
+        text(
+            "SELECT set_config('hnsw.iterative_scan', :scan, :local), "
+            "set_config('hnsw.ef_search', :ef, :local)"
+        ),
+        {"scan": wanted[0], "ef": wanted[1], "local": not lasting},
+    )
+    if lasting:
+        connection.info[_INDEX_SETTINGS] = wanted
+
+
 async def nearest_chunks(
     session: AsyncSession,
     *,
@@ -249,40 +313,12 @@ async def nearest_chunks(
 ) -> Sequence[SearchResult]:
     """The search query itself: the `top_k` chunks of `kb` nearest `vector` (cosine)."""
     if uses_exact_search(kb, settings):
-        # MATERIALIZED: the planner computes every distance in the knowledge base (exact)
-        # instead of walking the index and filtering afterwards.
-        scoped = (
-            select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
-            .where(Chunk.knowledge_base_id == kb.id)
-            .cte("scoped")
-            .prefix_with("MATERIALIZED")
-        )
-        distance = scoped.c.embedding.cosine_distance(vector).label("distance")
-        statement = (
-            select(scoped.c.id, scoped.c.document_id, scoped.c.text, distance)
-            .order_by(distance)
-            .limit(top_k)
-        )
+        statement = EXACT_NEAREST
     else:
-        # Both settings in one round trip, scoped to this transaction (SET LOCAL).
-        await session.execute(
-            text(
-                "SELECT set_config('hnsw.iterative_scan', :scan, true), "
-                "set_config('hnsw.ef_search', :ef, true)"
-            ),
-            {"scan": settings.search_iterative_scan, "ef": str(settings.search_ef_search)},
-        )
-        distance = Chunk.embedding.cosine_distance(vector).label("distance")
-        nearest = (
-            select(Chunk.id, Chunk.document_id, Chunk.text, distance)
-            .where(Chunk.knowledge_base_id == kb.id)
-            .order_by(distance)
-            .limit(top_k)
-            .subquery()
-        )
-        # relaxed_order may return rows slightly out of order: sort the final few again.
-        statement = select(nearest).order_by(nearest.c.distance)
-    rows = (await session.execute(statement)).all()
+        await use_index_settings(session, settings)
+        statement = INDEXED_NEAREST
+    parameters = {"kb_id": kb.id, "vector": vector, "top_k": top_k}
+    rows = (await session.execute(statement, parameters)).all()
     return [
         SearchResult(
             chunk_id=r.id,
