@@ -1,31 +1,113 @@
-"""The app against the raw baseline, endpoint by endpoint, under wrk."""
+"""The app against the raw baseline, endpoint by endpoint.
+
+Throughput: wrk at a fixed number of connections, the two servers alternated, medians. Each run
+also records the server's CPU time per request and every core's busy share, so a saturated load
+core (wrk and PostgreSQL share it) shows instead of quietly flattering a ratio. Latency: a fixed
+request rate below both servers' capacity (open loop), the same for both: at full load a p99
+only restates throughput.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.load import Endpoint, WrkResult, wrk
-from bench.processes import LOAD_CORE, Server, pinned
+from bench import client
+from bench.load import Endpoint, wrk
+from bench.processes import LOAD_CORE, SERVER_CORE, Server, core_busy, core_times, pinned
 from bench.seed import Seed
 from bench.sizes import Size
+
+SEARCH = "POST /api/v1/knowledge-bases/{id}/search"
 
 
 def endpoints(seed: Seed) -> list[Endpoint]:
     auth = {"Authorization": f"Bearer {seed.token}"}
+    json = {**auth, "Content-Type": "application/json"}
+    query = '{"query": "rollback a migration on a replica", "top_k": 5}'
     return [
         Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth),
         Endpoint("GET /api/v1/files", "GET", "/api/v1/files", auth),
         Endpoint(
-            "POST /api/v1/knowledge-bases/{id}/search",
+            f"{SEARCH} (exact, 35 chunks)",
             "POST",
             f"/api/v1/knowledge-bases/{seed.kb_id}/search",
-            {**auth, "Content-Type": "application/json"},
-            '{"query": "rollback a migration on a replica", "top_k": 5}',
+            json,
+            query,
+        ),
+        Endpoint(
+            f"{SEARCH} (HNSW index, ~3,700 chunks)",
+            "POST",
+            f"/api/v1/knowledge-bases/{seed.large_kb_id}/search",
+            json,
+            query,
         ),
         Endpoint("GET /healthz", "GET", "/healthz", {}),
     ]
+
+
+def run_once(
+    server: Server, endpoint: Endpoint, seconds: int, size: Size, workdir: Path
+) -> dict[str, float]:
+    cpu, cores = server.cpu_seconds(), core_times()
+    result = wrk(
+        server.base_url, endpoint, seconds, size.connections, workdir, pinned(LOAD_CORE, [])
+    )
+    cpu_used, busy = server.cpu_seconds() - cpu, core_busy(cores, core_times())
+    requests = result.rps * seconds
+    return {
+        "rps": result.rps,
+        "p99_ms": result.p99_ms,
+        "cpu_us": 1e6 * cpu_used / requests if requests else 0.0,
+        "server_core": busy[int(SERVER_CORE)] if len(busy) > 1 else busy[0],
+        "load_core": busy[int(LOAD_CORE)] if len(busy) > 1 else busy[0],
+    }
+
+
+def measure_pair(
+    app: Server,
+    baseline: Server,
+    endpoint: Endpoint,
+    seconds: int,
+    repetitions: int,
+    size: Size,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Throughput of both, alternated run by run; medians of every figure."""
+    for server in (app, baseline):  # warm-up: caches, prepared statements, the pool
+        wrk(server.base_url, endpoint, 1, size.connections, workdir, pinned(LOAD_CORE, []))
+    runs: dict[str, list[dict[str, float]]] = {"app": [], "baseline": []}
+    for rep in range(repetitions):
+        order = [("app", app), ("baseline", baseline)]
+        for side, server in order if rep % 2 == 0 else order[::-1]:
+            runs[side].append(run_once(server, endpoint, seconds, size, workdir))
+    row: dict[str, Any] = {"endpoint": endpoint.name}
+    for side, results in runs.items():
+        row[side] = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        row[side]["runs"] = [round(r["rps"]) for r in results]
+    row["ratio"] = row["app"]["rps"] / row["baseline"]["rps"]
+    return row
+
+
+def fixed_rate_latency(
+    app: Server, baseline: Server, endpoint: Endpoint, rate: float, seconds: float
+) -> dict[str, Any]:
+    request = client.Request(
+        endpoint.name,
+        endpoint.method,
+        endpoint.path,
+        endpoint.headers,
+        (endpoint.body or "").encode(),
+    )
+    out: dict[str, Any] = {"rate": rate}
+    for side, server in (("app", app), ("baseline", baseline)):
+        out[side] = asyncio.run(client.fixed_rate(server.base_url, request, rate, seconds))
+        if out[side]["errors"]:
+            raise SystemExit(f"{endpoint.name} at {server.base_url}: errors at {rate} req/s")
+    out["p99_ratio"] = out["app"]["p99_ms"] / out["baseline"]["p99_ms"]
+    return out
 
 
 def api_throughput(
@@ -33,35 +115,18 @@ def api_throughput(
 ) -> list[dict[str, Any]]:
     rows = []
     for endpoint in endpoints(seed):
-        for server in (app, baseline):  # warm-up: caches, prepared statements, the pool
-            wrk(server.base_url, endpoint, 1, size.connections, workdir, pinned(LOAD_CORE, []))
-        runs: dict[str, list[WrkResult]] = {"app": [], "baseline": []}
-        for rep in range(size.repetitions):
-            order = [("app", app), ("baseline", baseline)]
-            for side, server in order if rep % 2 == 0 else order[::-1]:
-                result = wrk(
-                    server.base_url,
-                    endpoint,
-                    size.duration,
-                    size.connections,
-                    workdir,
-                    pinned(LOAD_CORE, []),
-                )
-                runs[side].append(result)
-        row: dict[str, Any] = {"endpoint": endpoint.name}
-        for side, results in runs.items():
-            row[side] = {
-                "rps": statistics.median(r.rps for r in results),
-                "p50_ms": statistics.median(r.p50_ms for r in results),
-                "p99_ms": statistics.median(r.p99_ms for r in results),
-                "runs": [round(r.rps) for r in results],
-            }
-        row["ratio"] = row["app"]["rps"] / row["baseline"]["rps"]
-        row["p99_ratio"] = row["app"]["p99_ms"] / row["baseline"]["p99_ms"]
+        row = measure_pair(app, baseline, endpoint, size.duration, size.repetitions, size, workdir)
+        # Half of the slower server's capacity: both have room, so the latency is their own.
+        rate = round(0.5 * min(row["app"]["rps"], row["baseline"]["rps"]))
+        row["latency"] = fixed_rate_latency(app, baseline, endpoint, rate, size.latency_seconds)
+        row["p99_ratio"] = row["latency"]["p99_ratio"]
         rows.append(row)
         print(
-            f"  {endpoint.name}: app {row['app']['rps']:.0f} req/s, "
-            f"baseline {row['baseline']['rps']:.0f} req/s, ratio {row['ratio']:.2f}",
+            f"  {endpoint.name}: app {row['app']['rps']:.0f} req/s "
+            f"({row['app']['cpu_us']:.0f} us CPU each), baseline {row['baseline']['rps']:.0f} "
+            f"({row['baseline']['cpu_us']:.0f} us), ratio {row['ratio']:.2f}; "
+            f"p99 at {rate} req/s {row['latency']['app']['p99_ms']:.1f} vs "
+            f"{row['latency']['baseline']['p99_ms']:.1f} ms ({row['p99_ratio']:.2f}x)",
             flush=True,
         )
     return rows

@@ -39,6 +39,13 @@ SEARCH = (
     "SELECT id, document_id, text, embedding <=> $2 AS distance FROM scoped "
     "ORDER BY distance LIMIT $3"
 )
+# Above EXACT_MAX_CHUNKS, as the app does: the HNSW index, with pgvector's settings set once per
+# connection (init_connection).
+INDEXED_SEARCH = (
+    "SELECT * FROM (SELECT id, document_id, text, embedding <=> $2 AS distance FROM chunks "
+    "WHERE knowledge_base_id = $1 ORDER BY distance LIMIT $3) AS nearest ORDER BY distance"
+)
+EXACT_MAX_CHUNKS = int(os.environ.get("SEARCH_EXACT_MAX_CHUNKS", "10000"))
 FILE_FIELDS = ("id", "filename", "content_type", "size", "sha256", "created_at")
 USER_FIELDS = ("id", "email", "username", "is_active", "is_superuser", "created_at")
 
@@ -93,10 +100,12 @@ async def search(request: Request) -> Response:
         user = await user_for(request, connection)
         if user is None:
             return UNAUTHORISED
-        if await connection.fetchrow(KB, kb_id, user["id"]) is None:
+        kb = await connection.fetchrow(KB, kb_id, user["id"])
+        if kb is None:
             return json({"detail": "Knowledge base not found"}, 404)
         [vector] = await EMBEDDER.embed([body["query"]])
-        rows = await connection.fetch(SEARCH, kb_id, vector, body.get("top_k", 5))
+        query = SEARCH if kb["chunk_count"] <= EXACT_MAX_CHUNKS else INDEXED_SEARCH
+        rows = await connection.fetch(query, kb_id, vector, body.get("top_k", 5))
     results = [
         {
             "chunk_id": r["id"],
@@ -115,6 +124,7 @@ async def healthz(request: Request) -> Response:
 
 async def init_connection(connection: asyncpg.Connection) -> None:
     await register_vector(connection)
+    await connection.execute("SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100")
 
 
 @asynccontextmanager

@@ -60,21 +60,77 @@ class Server:
             self.process.kill()
             self.process.wait()
 
+    def pids(self) -> list[int]:
+        """The server and its workers (uvicorn --workers forks them)."""
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [self.process.pid, *map(int, children)]
+
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return sum(_status_kb(pid, "VmRSS:") for pid in self.pids()) * 1024
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time so far, of the server and its workers."""
+        return sum(_cpu_seconds(pid) for pid in self.pids())
 
 
-def start_server(app: str, env: dict[str, str], ready_path: str) -> Server:
-    """uvicorn, one worker pinned to SERVER_CORE, no access log; waits for `ready_path` 200."""
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def core_times() -> list[tuple[int, int]]:
+    """(busy, total) jiffies per core since boot, from /proc/stat."""
+    times = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]
+            times.append((sum(values) - idle, sum(values)))
+    return times
+
+
+def core_busy(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[float]:
+    """Each core's busy share (0-1) between two `core_times()` readings."""
+    return [
+        (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        for (b0, t0), (b1, t1) in zip(before, after, strict=True)
+    ]
+
+
+def start_server(
+    app: str,
+    env: dict[str, str],
+    ready_path: str,
+    *,
+    cwd: Path = PROJECT_ROOT,
+    workers: int = 1,
+) -> Server:
+    """uvicorn, no access log; waits for `ready_path` 200. One worker is pinned to SERVER_CORE;
+    several are left to the scheduler (they are there to use every core)."""
     port = free_port()
     command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-access-log", "--log-level", "warning"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     started = time.perf_counter()
     process = subprocess.Popen(
-        pinned(SERVER_CORE, [*command, "--no-access-log", "--log-level", "warning"]),
-        cwd=PROJECT_ROOT,
+        pinned(SERVER_CORE, command) if workers == 1 else command,
+        cwd=cwd,
         env=env,
     )
     base_url = f"http://127.0.0.1:{port}"

@@ -30,9 +30,12 @@ from sqlalchemy.engine import URL, make_url
 from backend.core.config import PROJECT_ROOT
 from backend.db.embedded import embedded_database_url
 from bench import report, vectors
-from bench.api import api_throughput
+from bench.api import api_throughput, endpoints
 from bench.db import alembic_upgrade, create_database, drop_database, dsn, scratch_database
+from bench.ladder import RUNGS, ladder
+from bench.layers import cpu_by_layer
 from bench.load import ensure_wrk
+from bench.mixed import CONNECTIONS, mixed_load
 from bench.processes import (
     LOAD_CORE,
     MULTI_CORE,
@@ -41,7 +44,7 @@ from bench.processes import (
     pin_postgres,
     start_server,
 )
-from bench.seed import Seed, seed
+from bench.seed import EXACT_MAX_CHUNKS, Seed, seed
 from bench.sizes import SIZES, Size
 from bench.transfers import index_cost, ingestion, transfers
 
@@ -80,13 +83,15 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
         "FILE_STORAGE_DIR": str(workdir / "files"),
         "MAX_UPLOAD_BYTES": str((size.upload_mb + 16) * 1024 * 1024),
         "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
+        "STORAGE_QUOTA_BYTES": str(64 * 1024**3),  # the mixed load uploads thousands of files
+        "SEARCH_EXACT_MAX_CHUNKS": str(EXACT_MAX_CHUNKS),  # the baseline reads it too
     }
     env.pop("TEST_DATABASE_URL", None)
     return env
 
 
 @contextmanager
-def app_and_baseline(env: dict[str, str]) -> Iterator[tuple[Server, Server, Seed]]:
+def app_and_baseline(env: dict[str, str], size: Size) -> Iterator[tuple[Server, Server, Seed]]:
     """The app and the raw baseline served side by side, with the API's data seeded."""
     with ExitStack() as servers:
         app = start_server("backend.main:app", env, "/readyz")
@@ -94,7 +99,7 @@ def app_and_baseline(env: dict[str, str]) -> Iterator[tuple[Server, Server, Seed
         baseline = start_server("bench.baseline:app", env, "/healthz")
         servers.callback(baseline.stop)
         with httpx.Client(base_url=app.base_url, timeout=120) as client:
-            seeded = seed(client)
+            seeded = seed(client, size.large_documents)
         yield app, baseline, seeded
 
 
@@ -104,13 +109,19 @@ def quick(server: URL, size: Size, workdir: Path, overrides: dict[str, str]) -> 
     try:
         alembic_upgrade(url)
         env = app_env(url, size, workdir) | overrides
-        with app_and_baseline(env) as (app, baseline, seeded):
+        with app_and_baseline(env, size) as (app, baseline, seeded):
             rows = api_throughput(app, baseline, seeded, size, workdir)
     finally:
         asyncio.run(drop_database(server, API_DATABASE))
-    print("\n| endpoint | req/s ratio | p99 ratio |\n| --- | ---: | ---: |")
+    print(
+        "\n| endpoint | req/s ratio | p99 ratio (fixed rate) | CPU per request, app / baseline |"
+        "\n| --- | ---: | ---: | ---: |"
+    )
     for row in rows:
-        print(f"| `{row['endpoint']}` | {row['ratio']:.2f}x | {row['p99_ratio']:.2f}x |")
+        print(
+            f"| `{row['endpoint']}` | {row['ratio']:.2f}x | {row['p99_ratio']:.2f}x | "
+            f"{row['app']['cpu_us']:.0f} / {row['baseline']['cpu_us']:.0f} us |"
+        )
 
 
 def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
@@ -128,9 +139,26 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             probe.stop()
         results["startup"] = {"to_ready_s": statistics.median(startups), "runs": startups}
 
-        with app_and_baseline(env) as (app, baseline, seeded):
+        with app_and_baseline(env, size) as (app, baseline, seeded):
             print("API throughput", flush=True)
             results["api"] = api_throughput(app, baseline, seeded, size, workdir)
+            measured = endpoints(seeded)[:4]
+            cpu_us = {row["endpoint"]: row["app"]["cpu_us"] for row in results["api"]}
+            if size.profile_seconds:
+                print("CPU by layer", flush=True)
+                results["layers"] = cpu_by_layer(app, measured, cpu_us, size, workdir)
+            if size.ladder_duration:
+                print("ladder", flush=True)
+                # Below full size: the first and last rungs on one endpoint, to keep it working.
+                rungs, on = (
+                    (RUNGS, measured)
+                    if size.name == "full"
+                    else (RUNGS[:1] + RUNGS[-2:], measured[:1])
+                )
+                results["ladder"] = ladder(baseline, on, rungs, env, size, workdir)
+            if size.mixed_seconds:
+                print(f"mixed load ({CONNECTIONS} connections)", flush=True)
+                results["mixed"] = mixed_load(env, seeded, size, workdir)
             print("uploads", flush=True)
             results["transfers"] = transfers(app, seeded, size, workdir)
             print("ingestion", flush=True)

@@ -10,10 +10,17 @@ import httpx
 @dataclass
 class Seed:
     token: str
-    kb_id: str
+    kb_id: str  # a small knowledge base (searched exactly)
+    large_kb_id: str  # one above SEARCH_EXACT_MAX_CHUNKS (searched through the HNSW index)
+    file_id: str
 
 
-def seed(client: httpx.Client) -> Seed:
+# The app and the baseline run with this, so the large knowledge base takes the index path.
+EXACT_MAX_CHUNKS = 1000
+LARGE_KB_DOCUMENTS = 4  # of 800 kB each: about 3,700 chunks
+
+
+def seed(client: httpx.Client, large_documents: int = LARGE_KB_DOCUMENTS) -> Seed:
     account = {"email": "bench@example.com", "username": "bench", "password": "bench-password"}
     client.post("/api/v1/auth/register", json=account).raise_for_status()
     login = client.post(
@@ -23,16 +30,26 @@ def seed(client: httpx.Client) -> Seed:
     token = login.json()["access_token"]
     client.headers["Authorization"] = f"Bearer {token}"
     for n in range(25):  # more than a page of 20
-        client.post(
+        uploaded = client.post(
             "/api/v1/files", files={"file": (f"note-{n}.txt", f"note {n}\n".encode() * 50)}
-        ).raise_for_status()
-    kb = client.post("/api/v1/knowledge-bases", json={"name": "handbook"})
+        )
+        uploaded.raise_for_status()
+    kb = knowledge_base(client, "handbook", [markdown(30_000)])
+    large = knowledge_base(
+        client, "archive", [markdown(800_000, seed=n) for n in range(large_documents)]
+    )
+    return Seed(token, kb, large, uploaded.json()["id"])
+
+
+def knowledge_base(client: httpx.Client, name: str, documents: list[str]) -> str:
+    kb = client.post("/api/v1/knowledge-bases", json={"name": name})
     kb.raise_for_status()
-    client.post(
-        f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
-        json={"title": "handbook", "text": markdown(30_000)},
-    ).raise_for_status()
-    return Seed(token, kb.json()["id"])
+    for n, text in enumerate(documents):
+        client.post(
+            f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
+            json={"title": f"{name} {n}", "text": text},
+        ).raise_for_status()
+    return str(kb.json()["id"])
 
 
 WORDS = [
@@ -49,14 +66,14 @@ WORDS = [
 ]
 
 
-def markdown(chars: int) -> str:
+def markdown(chars: int, seed: int = 0) -> str:
     """A long markdown document: headings and paragraphs of varied words."""
     out: list[str] = []
     size = n = 0
     while size < chars:
         if n % 8 == 0:
             out.append(f"\n## Section {n // 8}\n")
-        words = [WORDS[(n * 7 + i * 3) % len(WORDS)] for i in range(60)]
+        words = [WORDS[(n * 7 + i * (3 + seed) + seed) % len(WORDS)] for i in range(60)]
         paragraph = " ".join(words).capitalize() + f" (paragraph {n}).\n"
         out.append(paragraph)
         size += len(paragraph) + 14

@@ -42,12 +42,22 @@ def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path)
     assert endpoints == [
         "GET /api/v1/users/me",
         "GET /api/v1/files",
-        "POST /api/v1/knowledge-bases/{id}/search",
+        "POST /api/v1/knowledge-bases/{id}/search (exact, 35 chunks)",
+        "POST /api/v1/knowledge-bases/{id}/search (HNSW index, ~3,700 chunks)",
         "GET /healthz",
     ]
     for row in figures["api"]:
         assert row["app"]["rps"] > 0
         assert row["baseline"]["rps"] > 0
+        assert row["app"]["cpu_us"] > 0
+        assert row["latency"]["app"]["requests"] > 0
+    # The ladder's first rung is an older revision, served from a worktree (or skipped in a
+    # shallow clone); the last is FastAPI over raw asyncpg.
+    ladder = figures["ladder"]
+    assert ladder[-1]["rung"].startswith("ceiling")
+    assert all(rung.get("skipped") or rung["endpoints"][0]["ratio"] > 0 for rung in ladder)
+    assert [row["workers"] for row in figures["mixed"]] == [1, 2]
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in figures["mixed"])
     assert {"single", "multi"} == set(figures["vectors"]["sets"])
     for data in figures["vectors"]["sets"].values():
         assert all(0 <= m["recall"] <= 1 for m in data["measurements"])
@@ -57,6 +67,8 @@ def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path)
     for heading in (
         "## Targets",
         "## API against the raw baseline",
+        "## The ladder",
+        "## Mixed load, and uvicorn workers",
         "## Vector search",
         "## Uploads and downloads",
         "## Ingestion",

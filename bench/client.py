@@ -1,0 +1,158 @@
+"""A small HTTP/1.1 keep-alive client for load the way wrk cannot make it: at a fixed rate
+(open loop, so a slow server cannot slow the clock down and hide its latency), and as a mix of
+endpoints with bodies that change per request (uploads, new documents).
+
+Requests are prebuilt bytes; a response is read by its Content-Length (the app never chunks the
+endpoints measured here). One process, asyncio: it sends a few thousand requests a second, well
+above the fixed rates it is asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def encode(self, host: str) -> bytes:
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        if self.body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base_url: str) -> Connection:
+        url = urlsplit(base_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        return cls(reader, writer)
+
+    async def send(self, raw: bytes) -> int:
+        """One request, its whole response read; the status code."""
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Latencies:
+    """Per request name: seconds each took, and how many failed (status >= 400 or I/O)."""
+
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, took: float, ok: bool) -> None:
+        self.seconds.setdefault(name, []).append(took)
+        if not ok:
+            self.errors[name] = self.errors.get(name, 0) + 1
+
+    def summary(self, name: str, duration: float) -> dict[str, float]:
+        values = sorted(self.seconds.get(name, [0.0]))
+        return {
+            "requests": len(self.seconds.get(name, [])),
+            "rps": len(self.seconds.get(name, [])) / duration,
+            "p50_ms": 1000 * statistics.median(values),
+            "p99_ms": 1000 * values[min(len(values) - 1, int(len(values) * 0.99))],
+            "errors": self.errors.get(name, 0),
+        }
+
+
+async def fixed_rate(
+    base_url: str, request: Request, rate: float, seconds: float, connections: int = 64
+) -> dict[str, float]:
+    """`rate` requests a second for `seconds`, each timed from when it was due (not sent)."""
+    host = urlsplit(base_url).netloc
+    raw = request.encode(host)
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await Connection.open(base_url))
+    latencies = Latencies()
+
+    async def one(due: float) -> None:
+        connection = await pool.get()
+        try:
+            status = await connection.send(raw)
+            latencies.add(request.name, time.perf_counter() - due, status < 400)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            latencies.add(request.name, time.perf_counter() - due, False)
+            connection = await Connection.open(base_url)
+        pool.put_nowait(connection)
+
+    start = time.perf_counter()
+    tasks = []
+    for n in range(int(rate * seconds)):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait().close()
+    return latencies.summary(request.name, seconds)
+
+
+async def closed_loop(
+    base_url: str,
+    pick: Callable[[], Request],
+    connections: int,
+    seconds: float,
+    on_tick: Callable[[float], None] | None = None,
+) -> tuple[Latencies, float]:
+    """`connections` clients, each sending the next request `pick` gives as soon as the last
+    one answered, for `seconds`. `on_tick(elapsed)` runs about once a second."""
+    host = urlsplit(base_url).netloc
+    latencies = Latencies()
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        connection = await Connection.open(base_url)
+        while time.perf_counter() < deadline:
+            request = pick()
+            sent = time.perf_counter()
+            try:
+                status = await connection.send(request.encode(host))
+                latencies.add(request.name, time.perf_counter() - sent, status < 400)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                latencies.add(request.name, time.perf_counter() - sent, False)
+                connection.close()
+                connection = await Connection.open(base_url)
+        connection.close()
+
+    async def ticker() -> None:
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(1)
+            if on_tick is not None:
+                on_tick(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(ticker(), *(client() for _ in range(connections)))
+    return latencies, time.perf_counter() - started
