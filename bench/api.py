@@ -31,14 +31,14 @@ def endpoints(seed: Seed) -> list[Endpoint]:
         Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth),
         Endpoint("GET /api/v1/files", "GET", "/api/v1/files", auth),
         Endpoint(
-            f"{SEARCH} (exact, 35 chunks)",
+            f"{SEARCH} (exact, {seed.kb_chunks:,} chunks)",
             "POST",
             f"/api/v1/knowledge-bases/{seed.kb_id}/search",
             json,
             query,
         ),
         Endpoint(
-            f"{SEARCH} (HNSW index, ~3,700 chunks)",
+            f"{SEARCH} (HNSW index, {seed.large_kb_chunks:,} chunks)",
             "POST",
             f"/api/v1/knowledge-bases/{seed.large_kb_id}/search",
             json,
@@ -94,16 +94,9 @@ def measure_pair(
 def fixed_rate_latency(
     app: Server, baseline: Server, endpoint: Endpoint, rate: float, seconds: float
 ) -> dict[str, Any]:
-    request = client.Request(
-        endpoint.name,
-        endpoint.method,
-        endpoint.path,
-        endpoint.headers,
-        (endpoint.body or "").encode(),
-    )
     out: dict[str, Any] = {"rate": rate}
     for side, server in (("app", app), ("baseline", baseline)):
-        out[side] = asyncio.run(client.fixed_rate(server.base_url, request, rate, seconds))
+        out[side] = asyncio.run(client.fixed_rate(server.base_url, endpoint, rate, seconds))
         if out[side]["errors"]:
             raise SystemExit(f"{endpoint.name} at {server.base_url}: errors at {rate} req/s")
     out["p99_ratio"] = out["app"]["p99_ms"] / out["baseline"]["p99_ms"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
@@ -45,13 +44,7 @@ async def current_user(
 User = Annotated[asyncpg.Record, Depends(current_user)]
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with baseline.lifespan(app):
-        yield
-
-
-app = FastAPI(lifespan=lifespan)
+app = FastAPI(lifespan=baseline.lifespan)
 
 
 @app.get("/api/v1/users/me", response_model=UserRead)

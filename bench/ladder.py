@@ -64,6 +64,8 @@ def checkout(revision: str | None, workdir: Path) -> Iterator[Path | None]:
         return
     path = workdir / f"rev-{revision}"
     if not path.exists():
+        # Forget worktrees an interrupted run left registered (their folders are gone).
+        subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "prune"], capture_output=True)
         added = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "worktree", "add", "--detach", str(path), revision],
             capture_output=True,

@@ -22,11 +22,22 @@ end
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One request, for wrk (`lua`) or the bench's own client (`http`)."""
+
     name: str
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+
+    def http(self, host: str) -> bytes:
+        """The request as HTTP/1.1 bytes on a keep-alive connection."""
+        body = (self.body or "").encode()
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        if body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def lua(self) -> str:
         lines = [f'wrk.method = "{self.method}"']

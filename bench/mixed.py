@@ -12,10 +12,12 @@ import asyncio
 import itertools
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.client import Request, closed_loop
+from bench.client import closed_loop
+from bench.load import Endpoint
 from bench.processes import Server, start_server
 from bench.seed import Seed
 from bench.sizes import Size
@@ -24,47 +26,44 @@ CONNECTIONS = 64
 BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
 
 
-def mix(seed: Seed) -> list[tuple[float, Any]]:
+def mix(seed: Seed) -> list[tuple[float, Endpoint | Callable[[], Endpoint]]]:
     """(weight, request or a function making a fresh one) for each kind of request."""
     auth = {"Authorization": f"Bearer {seed.token}"}
     as_json = {**auth, "Content-Type": "application/json"}
     counter = itertools.count()
 
-    def search(kb: str, name: str) -> Request:
+    def search(kb: str, name: str) -> Endpoint:
         body = {"query": random.choice(QUERIES), "top_k": 5}
         path = f"/api/v1/knowledge-bases/{kb}/search"
-        return Request(name, "POST", path, as_json, json.dumps(body).encode())
+        return Endpoint(name, "POST", path, as_json, json.dumps(body))
 
-    def upload() -> Request:
+    def upload() -> Endpoint:
         n = next(counter)
-        content = f"mixed load file {n}\n".encode() * 800  # ~16 kB
+        content = f"mixed load file {n}\n" * 800  # ~16 kB
         body = (
-            (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-                f'filename="mixed-{n}.txt"\r\nContent-Type: text/plain\r\n\r\n'
-            ).encode()
-            + content
-            + f"\r\n--{BOUNDARY}--\r\n".encode()
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="mixed-{n}.txt"\r\nContent-Type: text/plain\r\n\r\n'
+            f"{content}\r\n--{BOUNDARY}--\r\n"
         )
         headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-        return Request("POST /api/v1/files", "POST", "/api/v1/files", headers, body)
+        return Endpoint("POST /api/v1/files", "POST", "/api/v1/files", headers, body)
 
-    def document() -> Request:
+    def document() -> Endpoint:
         n = next(counter)
         text = " ".join(random.choice(QUERIES) for _ in range(60)) + f" (note {n})"
-        body = json.dumps({"title": f"note {n}", "text": text}).encode()
+        body = json.dumps({"title": f"note {n}", "text": text})
         path = f"/api/v1/knowledge-bases/{seed.kb_id}/documents"
-        return Request("POST .../documents (~4 kB)", "POST", path, as_json, body)
+        return Endpoint("POST .../documents (~4 kB)", "POST", path, as_json, body)
 
     return [
-        (20, Request("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth)),
-        (20, Request("GET /api/v1/files", "GET", "/api/v1/files", auth)),
-        (10, Request("GET /api/v1/files/{id}", "GET", f"/api/v1/files/{seed.file_id}", auth)),
+        (20, Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth)),
+        (20, Endpoint("GET /api/v1/files", "GET", "/api/v1/files", auth)),
+        (10, Endpoint("GET /api/v1/files/{id}", "GET", f"/api/v1/files/{seed.file_id}", auth)),
         (25, lambda: search(seed.kb_id, "POST .../search (exact)")),
         (10, lambda: search(seed.large_kb_id, "POST .../search (HNSW)")),
         (8, upload),
         (5, document),
-        (2, Request("GET /healthz", "GET", "/healthz")),
+        (2, Endpoint("GET /healthz", "GET", "/healthz")),
     ]
 
 
@@ -77,13 +76,13 @@ QUERIES = [
 ]
 
 
-def picker(seed: Seed) -> Any:
+def picker(seed: Seed) -> Callable[[], Endpoint]:
     kinds = mix(seed)
     weights = [w for w, _ in kinds]
 
-    def pick() -> Request:
+    def pick() -> Endpoint:
         [(_, kind)] = random.choices(kinds, weights)
-        return kind if isinstance(kind, Request) else kind()
+        return kind if isinstance(kind, Endpoint) else kind()
 
     return pick
 

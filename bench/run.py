@@ -142,6 +142,10 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
         with app_and_baseline(env, size) as (app, baseline, seeded):
             print("API throughput", flush=True)
             results["api"] = api_throughput(app, baseline, seeded, size, workdir)
+            results["seed"] = {
+                "kb_chunks": seeded.kb_chunks,
+                "large_kb_chunks": seeded.large_kb_chunks,
+            }
             measured = endpoints(seeded)[:4]
             cpu_us = {row["endpoint"]: row["app"]["cpu_us"] for row in results["api"]}
             if size.profile_seconds:

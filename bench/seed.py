@@ -11,7 +11,9 @@ import httpx
 class Seed:
     token: str
     kb_id: str  # a small knowledge base (searched exactly)
+    kb_chunks: int
     large_kb_id: str  # one above SEARCH_EXACT_MAX_CHUNKS (searched through the HNSW index)
+    large_kb_chunks: int
     file_id: str
 
 
@@ -34,22 +36,23 @@ def seed(client: httpx.Client, large_documents: int = LARGE_KB_DOCUMENTS) -> See
             "/api/v1/files", files={"file": (f"note-{n}.txt", f"note {n}\n".encode() * 50)}
         )
         uploaded.raise_for_status()
-    kb = knowledge_base(client, "handbook", [markdown(30_000)])
-    large = knowledge_base(
+    kb, kb_chunks = knowledge_base(client, "handbook", [markdown(30_000)])
+    large, large_chunks = knowledge_base(
         client, "archive", [markdown(800_000, seed=n) for n in range(large_documents)]
     )
-    return Seed(token, kb, large, uploaded.json()["id"])
+    return Seed(token, kb, kb_chunks, large, large_chunks, uploaded.json()["id"])
 
 
-def knowledge_base(client: httpx.Client, name: str, documents: list[str]) -> str:
+def knowledge_base(client: httpx.Client, name: str, documents: list[str]) -> tuple[str, int]:
+    """A knowledge base holding `documents`: its id and how many chunks it has."""
     kb = client.post("/api/v1/knowledge-bases", json={"name": name})
     kb.raise_for_status()
+    path = f"/api/v1/knowledge-bases/{kb.json()['id']}"
     for n, text in enumerate(documents):
         client.post(
-            f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
-            json={"title": f"{name} {n}", "text": text},
+            f"{path}/documents", json={"title": f"{name} {n}", "text": text}
         ).raise_for_status()
-    return str(kb.json()["id"])
+    return str(kb.json()["id"]), int(client.get(path).json()["chunk_count"])
 
 
 WORDS = [

@@ -39,11 +39,16 @@ def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path)
 
     figures = json.loads((tmp_path / "latest.json").read_text())
     endpoints = [row["endpoint"] for row in figures["api"]]
+    seeded = figures["seed"]
+    # The small knowledge base is searched exactly, the large one (above the bench's
+    # SEARCH_EXACT_MAX_CHUNKS of 1,000) through the index.
+    assert seeded["kb_chunks"] <= 1000 < seeded["large_kb_chunks"]
     assert endpoints == [
         "GET /api/v1/users/me",
         "GET /api/v1/files",
-        "POST /api/v1/knowledge-bases/{id}/search (exact, 35 chunks)",
-        "POST /api/v1/knowledge-bases/{id}/search (HNSW index, ~3,700 chunks)",
+        f"POST /api/v1/knowledge-bases/{{id}}/search (exact, {seeded['kb_chunks']:,} chunks)",
+        "POST /api/v1/knowledge-bases/{id}/search "
+        f"(HNSW index, {seeded['large_kb_chunks']:,} chunks)",
         "GET /healthz",
     ]
     for row in figures["api"]:
