@@ -16,7 +16,15 @@ from typing import Any
 
 from bench import client
 from bench.load import Endpoint, wrk
-from bench.processes import LOAD_CORE, SERVER_CORE, Server, core_busy, core_times, pinned
+from bench.processes import (
+    LOAD_CORE,
+    SERVER_CORE,
+    Server,
+    core_busy,
+    core_times,
+    on_load_core,
+    pinned,
+)
 from bench.seed import Seed
 from bench.sizes import Size
 
@@ -92,13 +100,32 @@ def measure_pair(
 
 
 def fixed_rate_latency(
-    app: Server, baseline: Server, endpoint: Endpoint, rate: float, seconds: float
+    app: Server, baseline: Server, endpoint: Endpoint, rate: float, seconds: float, runs: int
 ) -> dict[str, Any]:
+    """Both servers at the same fixed rate, alternated `runs` times: the median run's p50/p99.
+
+    One run's p99 is set by its worst few requests, so a single stall of either server (or of
+    the machine) would decide it; the median of several runs does not hang on one.
+    """
     out: dict[str, Any] = {"rate": rate}
-    for side, server in (("app", app), ("baseline", baseline)):
-        out[side] = asyncio.run(client.fixed_rate(server.base_url, endpoint, rate, seconds))
-        if out[side]["errors"]:
-            raise SystemExit(f"{endpoint.name} at {server.base_url}: errors at {rate} req/s")
+    measured: dict[str, list[dict[str, float]]] = {"app": [], "baseline": []}
+    with on_load_core():
+        for _ in range(runs):
+            for side, server in (("app", app), ("baseline", baseline)):
+                run = asyncio.run(client.fixed_rate(server.base_url, endpoint, rate, seconds))
+                if run["errors"]:
+                    raise SystemExit(
+                        f"{endpoint.name} at {server.base_url}: errors at {rate} req/s"
+                    )
+                measured[side].append(run)
+    for side, side_runs in measured.items():
+        out[side] = {
+            "requests": sum(r["requests"] for r in side_runs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in side_runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in side_runs),
+            "p99_runs_ms": [r["p99_ms"] for r in side_runs],
+            "errors": 0,
+        }
     out["p99_ratio"] = out["app"]["p99_ms"] / out["baseline"]["p99_ms"]
     return out
 
@@ -111,7 +138,9 @@ def api_throughput(
         row = measure_pair(app, baseline, endpoint, size.duration, size.repetitions, size, workdir)
         # Half of the slower server's capacity: both have room, so the latency is their own.
         rate = round(0.5 * min(row["app"]["rps"], row["baseline"]["rps"]))
-        row["latency"] = fixed_rate_latency(app, baseline, endpoint, rate, size.latency_seconds)
+        row["latency"] = fixed_rate_latency(
+            app, baseline, endpoint, rate, size.latency_seconds, size.repetitions
+        )
         row["p99_ratio"] = row["latency"]["p99_ratio"]
         rows.append(row)
         print(

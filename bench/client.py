@@ -71,38 +71,51 @@ class Latencies:
 
 
 async def fixed_rate(
-    base_url: str, request: Endpoint, rate: float, seconds: float, connections: int = 64
+    base_url: str,
+    request: Endpoint,
+    rate: float,
+    seconds: float,
+    connections: int = 64,
+    warmup: float = 1.0,
 ) -> dict[str, float]:
-    """`rate` requests a second for `seconds`, each timed from when it was due (not sent)."""
+    """`rate` requests a second for `seconds`, each timed from when it was due (not sent).
+
+    The first `warmup` seconds run at the same rate but are not recorded: the first requests
+    on fresh connections (and a server that was just idle) are not the steady state.
+    """
     raw = request.http(urlsplit(base_url).netloc)
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await Connection.open(base_url))
     latencies = Latencies()
+    ignored = Latencies()
 
-    async def one(due: float) -> None:
+    async def one(due: float, into: Latencies) -> None:
         connection = await pool.get()
         try:
             status = await connection.send(raw)
-            latencies.add(request.name, time.perf_counter() - due, status < 400)
+            into.add(request.name, time.perf_counter() - due, status < 400)
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            latencies.add(request.name, time.perf_counter() - due, False)
+            into.add(request.name, time.perf_counter() - due, False)
             connection.close()
             connection = await Connection.open(base_url)
         pool.put_nowait(connection)
 
     start = time.perf_counter()
+    skipped = int(rate * warmup)
     tasks = []
-    for n in range(int(rate * seconds)):
+    for n in range(skipped + int(rate * seconds)):
         due = start + n / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
+        tasks.append(asyncio.create_task(one(due, latencies if n >= skipped else ignored)))
     await asyncio.gather(*tasks)
     while not pool.empty():
         pool.get_nowait().close()
-    return latencies.summary(request.name, seconds)
+    summary = latencies.summary(request.name, seconds)
+    summary["errors"] += ignored.errors.get(request.name, 0)
+    return summary
 
 
 async def closed_loop(

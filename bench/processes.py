@@ -26,6 +26,20 @@ def pinned(core: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", core, *command] if MULTI_CORE else command
 
 
+@contextmanager
+def on_load_core() -> Iterator[None]:
+    """Run this process (the bench's own client) on LOAD_CORE for the block, off the server's."""
+    if not MULTI_CORE:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def pin_postgres(pgdata: Path) -> bool:
     """Pin the postmaster and its children (and so every backend it forks) to LOAD_CORE."""
     if not MULTI_CORE:

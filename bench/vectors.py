@@ -3,7 +3,10 @@
 Two data sets, each in its own database migrated by the real `alembic upgrade head`:
 - single: N chunks in one knowledge base;
 - multi: 100 knowledge bases of N/100 chunks plus one large one of N/2, in one table and one
-  HNSW index, as a multi-tenant deployment has them.
+  HNSW index, as a multi-tenant deployment has them. They all draw from the same topics (as
+  tenants writing about the same things do), so most of a query's nearest chunks in the table
+  lie in other knowledge bases and the knowledge-base filter has to skip them: the report gives
+  that share for each probe.
 Chunks are loaded with COPY, then the migration's HNSW index is rebuilt (timed, sized). Queries go
 through `backend.modules.knowledge_base.service.nearest_chunks`, the query the search endpoint
 runs; recall@10 is against exact cosine neighbours computed with numpy.
@@ -123,6 +126,17 @@ async def load(url: URL, kbs: list[KnowledgeBaseData]) -> dict[str, Any]:
     return {"rows": rows, "build_s": build_seconds, "index_mb": index_bytes / 1024 / 1024}
 
 
+def outside_share(
+    kb: KnowledgeBaseData, table: list[KnowledgeBaseData], queries: np.ndarray
+) -> float:
+    """The share of each query's K nearest chunks in the whole table that lie outside `kb`:
+    0 means the filter never has to skip anything."""
+    everything = np.concatenate([other.vectors for other in table])
+    inside = np.concatenate([np.full(len(other.vectors), other is kb) for other in table])
+    nearest = exact_neighbours(everything, queries)
+    return float(1 - inside[nearest].mean())
+
+
 async def measure(
     url: URL, data: KnowledgeBaseData, queries: np.ndarray, settings: KnowledgeBaseSettings
 ) -> dict[str, Any]:
@@ -173,8 +187,9 @@ class KnowledgeBaseData:
     chunk_ids: list[uuid.UUID]
 
 
-def kb_of(rng: np.random.Generator, n: int) -> KnowledgeBaseData:
-    centres = centres_for(rng, n)
+def kb_of(rng: np.random.Generator, n: int, centres: np.ndarray | None = None) -> KnowledgeBaseData:
+    """`n` chunks around `centres` (topics of its own when None)."""
+    centres = centres_for(rng, n) if centres is None else centres
     return KnowledgeBaseData(
         uuid.uuid4(), centres, clustered(rng, n, centres), [uuid.uuid4() for _ in range(n)]
     )
@@ -200,8 +215,10 @@ async def run(server: URL, size: VectorSize) -> dict[str, Any]:
     results: dict[str, Any] = {"size": size.__dict__, "sets": {}}
 
     single = kb_of(rng, size.chunks)
-    small = [kb_of(rng, size.chunks // size.small_kbs) for _ in range(size.small_kbs)]
-    large = kb_of(rng, size.chunks // 2)
+    # Shared topics: a query's neighbours are spread over every knowledge base.
+    topics = centres_for(rng, size.chunks // 2)
+    small = [kb_of(rng, size.chunks // size.small_kbs, topics) for _ in range(size.small_kbs)]
+    large = kb_of(rng, size.chunks // 2, topics)
     for name, kbs, probes in (
         ("single", [single], [single]),
         ("multi", [*small, large], [small[0], large]),
@@ -214,8 +231,10 @@ async def run(server: URL, size: VectorSize) -> dict[str, Any]:
             for kb in probes:
                 # Queries drawn from the knowledge base's own distribution (not points in it).
                 queries = clustered(rng, size.queries, kb.centres)
+                outside = outside_share(kb, kbs, queries)
                 for settings in settings_to_try(size, len(kb.vectors)):
-                    measurements.append(await measure(url, kb, queries, settings))
+                    measured = await measure(url, kb, queries, settings)
+                    measurements.append({**measured, "neighbours_outside_kb": outside})
                     print(f"    {measurements[-1]}", flush=True)
         results["sets"][name] = {**loaded, "measurements": measurements}
     return results

@@ -129,7 +129,7 @@ async def test_a_module_with_settings_a_resource_and_a_stream_is_a_folder_and_on
     app = create_app(*configured(database_url=db.sync_url(migrated_db)))
     app.include_router(
         notes.router, prefix="/api/v1"
-    )  # the one line (in main.py: api.include_router)
+    )  # the one line (in main.py: a line in MODULES)
 
     greeter_type = importlib.import_module("template_test_app.notes.dependencies").Greeter
     transport = httpx.ASGITransport(app=app)

@@ -11,13 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, inspect, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.core.security import AccessClaims
 from backend.modules.user.models import User
 from backend.modules.user.principals import PrincipalCache
-from tests.support.factories import PASSWORD, user_with_token
+from tests.support.factories import PASSWORD, create_user, user_with_token
 
 ME = "/api/v1/users/me"
 
@@ -103,6 +103,30 @@ def test_a_load_that_raced_a_change_is_not_kept_and_the_cache_is_bounded() -> No
     assert hit is not None
     assert hit is not cache.get(users[2].id), "each hit is a fresh object"
     assert hit.username == "u2"
+
+
+async def test_a_hit_is_a_detached_user_as_loaded_that_a_session_can_change(
+    session: AsyncSession,
+) -> None:
+    user = await create_user(session, username="cached_one")
+    cache = PrincipalCache(ttl=60)
+    cache.put(user, cache.generation(user.id))
+    hit = cache.get(user.id)
+    assert hit is not None
+    assert hit is not user
+    state = inspect(hit)
+    assert state.detached
+    assert not state.modified
+    assert (hit.id, hit.username, hit.email) == (user.id, user.username, user.email)
+
+    session.expunge_all()
+    merged = await session.merge(hit, load=False)
+    merged.username = "changed_through_a_hit"
+    await session.commit()
+    session.expunge_all()
+    stored = await session.get(User, user.id)
+    assert stored is not None
+    assert (stored.username, stored.email) == ("changed_through_a_hit", user.email)
 
 
 def test_a_verified_token_is_kept_within_the_bound_and_never_past_its_expiry() -> None:

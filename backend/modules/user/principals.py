@@ -19,12 +19,28 @@ import weakref
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_dict, instance_state
 
 from backend.core.security import AccessClaims
 from backend.modules.user.models import User
 
-_COLUMNS = [attribute.key for attribute in inspect(User).column_attrs]
+_MAPPER = inspect(User)
+_COLUMNS = [attribute.key for attribute in _MAPPER.column_attrs]
+
+
+def detached_user(values: dict[str, Any]) -> User:
+    """A detached `User` holding `values` as loaded (no pending changes), as a query that just
+    read them would leave it once its session closed.
+
+    What `User(**values)` + `make_transient_to_detached` also give, at a tenth of their cost:
+    the constructor records every value as a change to undo again (20 us, a tenth of a cached
+    `GET /users/me`).
+    """
+    user: User = _MAPPER.class_manager.new_instance()
+    instance_dict(user).update(values)
+    instance_state(user).key = _MAPPER.identity_key_from_primary_key((values["id"],))
+    return user
 
 
 class PrincipalCache:
@@ -44,9 +60,7 @@ class PrincipalCache:
         if entry[0] < time.monotonic():
             del self._entries[user_id]
             return None
-        user = User(**entry[1])
-        make_transient_to_detached(user)
-        return user
+        return detached_user(entry[1])
 
     def claims(self, token: str) -> AccessClaims | None:
         """The claims of a token verified within the bound and not expired since, if any."""

@@ -4,10 +4,10 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.pagination import PageParams
+from backend.core.pagination import PageParams, paged
 from backend.core.schemas import is_storable
 from backend.core.security import hash_password, verify_password
 from backend.db.session import release_connection
@@ -59,8 +59,14 @@ async def create(session: AsyncSession, *, data: UserCreate, is_superuser: bool 
     return user
 
 
+# Built once with bind parameters (see backend/core/pagination.py): cheaper than per request.
+BY_ID = select(User).where(User.id == bindparam("user_id"))
+OLDEST_FIRST = paged(select(User).order_by(User.created_at, User.id))
+
+
 async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    return await session.get(User, user_id)
+    """The user, read with one statement built once (what authentication runs on a cache miss)."""
+    return await session.scalar(BY_ID, {"user_id": user_id})
 
 
 async def authenticate(session: AsyncSession, *, login: str, password: str) -> User:
@@ -118,5 +124,4 @@ async def delete(session: AsyncSession, *, user: User) -> None:
 
 
 async def list(session: AsyncSession, *, page: PageParams) -> Sequence[User]:
-    query = page.apply(select(User).order_by(User.created_at, User.id))
-    return (await session.scalars(query)).all()
+    return (await session.scalars(OLDEST_FIRST, page.bind())).all()
