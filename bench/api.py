@@ -109,7 +109,7 @@ def fixed_rate_latency(
     """
     out: dict[str, Any] = {"rate": rate}
     measured: dict[str, list[dict[str, float]]] = {"app": [], "baseline": []}
-    with on_load_core():
+    with on_load_core(), client.no_collector_pauses():
         for _ in range(runs):
             for side, server in (("app", app), ("baseline", baseline)):
                 run = asyncio.run(client.fixed_rate(server.base_url, endpoint, rate, seconds))

@@ -10,13 +10,30 @@ Requests are `bench.load.Endpoint`s sent as bytes; a response is read by its Con
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bench.load import Endpoint
+
+
+@contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """The client's own garbage collector off for a measurement: the bench process holds a
+    large heap, and one full collection there would stall every request in flight and be
+    charged to whichever server was being measured."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 class Connection:

@@ -44,7 +44,12 @@ RUNGS = [
     Rung("+ principal cache, users (AUTH_CACHE_SECONDS=5)", "9ed42a6"),
     Rung("+ async dependencies (no thread-pool hop)", "42b680e"),
     Rung("+ verified tokens in the principal cache", "d999a1e"),
-    Rung("+ search: read session, pre-built statements", None),
+    Rung("+ search: read session, pre-built statements", "3924d30"),
+    Rung(
+        "+ every statement pre-built, routers mounted on the app, cheaper cached users",
+        "2276cb1",
+    ),
+    Rung("+ vectors bound as binary real[] (no text formatting)", None),
     Rung("ceiling: FastAPI + raw asyncpg, no SQLAlchemy", None, app="bench.ceiling:app"),
 ]
 

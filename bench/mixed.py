@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.client import closed_loop
+from bench.client import closed_loop, no_collector_pauses
 from bench.load import Endpoint
 from bench.processes import Server, start_server
 from bench.seed import Seed
@@ -99,15 +99,16 @@ def mixed_load(env: dict[str, str], seed: Seed, size: Size, workdir: Path) -> li
             memory.append((elapsed, server.rss_bytes() / 2**20))
 
         try:
-            latencies, took = asyncio.run(
-                closed_loop(
-                    server.base_url,
-                    picker(seed),
-                    CONNECTIONS,
-                    size.mixed_seconds,
-                    on_tick=sample_memory,
+            with no_collector_pauses():
+                latencies, took = asyncio.run(
+                    closed_loop(
+                        server.base_url,
+                        picker(seed),
+                        CONNECTIONS,
+                        size.mixed_seconds,
+                        on_tick=sample_memory,
+                    )
                 )
-            )
         finally:
             server.stop()
         names = sorted(latencies.seconds)

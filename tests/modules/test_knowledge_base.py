@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, func, select
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backend.core.state import app_state
 from backend.db.session import Database
 from backend.modules.knowledge_base.chunking import split_text
-from backend.modules.knowledge_base.models import Chunk
+from backend.modules.knowledge_base.embeddings import HashingEmbedder
+from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
 from backend.modules.knowledge_base.service import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.support.factories import user_with_token
@@ -109,6 +111,24 @@ async def test_documents_are_chunked_embedded_and_searchable(
     )
     assert ids["Cooking"] not in {r["document_id"] for r in after.json()["results"]}
     assert (await client.get(f"{KBS}/{kb}", headers=headers)).json()["chunk_count"] == 2
+
+
+async def test_vectors_are_stored_and_compared_as_the_embedder_made_them(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    text = CORPUS["Astronomy"]
+    assert (await add_text(client, headers, kb, "Astronomy", text)).status_code == 201
+
+    [expected] = await HashingEmbedder(EMBEDDING_DIM).embed([text])
+    stored = await session.scalar(select(Chunk.embedding).where(Chunk.text == text))
+    assert stored is not None
+    assert np.allclose(stored, expected, atol=1e-7)  # float4 in the column, nothing lost on the way
+    response = await client.post(
+        f"{KBS}/{kb}/search", headers=headers, json={"query": text, "top_k": 1}
+    )
+    assert response.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-6)
 
 
 async def test_approximate_search_finds_the_same_and_stays_in_its_knowledge_base(

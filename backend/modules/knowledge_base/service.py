@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.pagination import PageParams, paged
+from backend.db.vector import vector_param
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.storage import Storage
@@ -24,7 +25,7 @@ from backend.modules.knowledge_base.exceptions import (
     SourceFileNotFound,
     UnsupportedDocumentType,
 )
-from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
+from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk, Document, KnowledgeBase
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     KnowledgeBaseCreate,
@@ -54,6 +55,8 @@ OLDEST_FIRST = paged(
     .where(KnowledgeBase.owner_id == bindparam("owner_id"))
     .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
 )
+# Vectors travel as binary real[] (backend/db/vector.py), not as 384 floats written out in text.
+INSERT_CHUNKS = insert(Chunk).values(embedding=vector_param("vector", EMBEDDING_DIM))
 DOCUMENTS = paged(
     select(Document)
     .where(Document.knowledge_base_id == bindparam("kb_id"))
@@ -145,7 +148,7 @@ async def _store(
     session.add(document)
     await session.flush()
     await session.execute(
-        insert(Chunk),
+        INSERT_CHUNKS,
         [
             {
                 "id": uuid.uuid4(),
@@ -153,7 +156,7 @@ async def _store(
                 "knowledge_base_id": kb.id,
                 "ordinal": ordinal,
                 "text": piece,
-                "embedding": vector,
+                "vector": vector,
             }
             for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
         ],
@@ -275,7 +278,7 @@ def _indexed_nearest() -> Select[Any]:
 
 
 # Built once with bind parameters: building these per request cost more CPU than running them.
-_QUERY_VECTOR = bindparam("vector", type_=Chunk.embedding.type)
+_QUERY_VECTOR = vector_param("vector", EMBEDDING_DIM)
 EXACT_NEAREST = _exact_nearest()
 INDEXED_NEAREST = _indexed_nearest()
 _INDEX_SETTINGS = "knowledge_base.hnsw_settings"
