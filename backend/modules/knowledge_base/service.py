@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.pagination import PageParams, paged
-from backend.db.vector import vector_param
+from backend.db.vector import query_vector, vector_value
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.storage import Storage
@@ -56,7 +56,7 @@ OLDEST_FIRST = paged(
     .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
 )
 # Vectors travel as binary real[] (backend/db/vector.py), not as 384 floats written out in text.
-INSERT_CHUNKS = insert(Chunk).values(embedding=vector_param("vector", EMBEDDING_DIM))
+INSERT_CHUNKS = insert(Chunk).values(embedding=vector_value("vector", EMBEDDING_DIM))
 DOCUMENTS = paged(
     select(Document)
     .where(Document.knowledge_base_id == bindparam("kb_id"))
@@ -278,7 +278,7 @@ def _indexed_nearest() -> Select[Any]:
 
 
 # Built once with bind parameters: building these per request cost more CPU than running them.
-_QUERY_VECTOR = vector_param("vector", EMBEDDING_DIM)
+_QUERY_VECTOR = query_vector("vector", EMBEDDING_DIM)
 EXACT_NEAREST = _exact_nearest()
 INDEXED_NEAREST = _indexed_nearest()
 _INDEX_SETTINGS = "knowledge_base.hnsw_settings"
