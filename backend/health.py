@@ -52,7 +52,7 @@ async def readyz(request: Request, response: Response) -> Readiness:
     head = list(head_revisions())
     try:
         current = await asyncio.wait_for(
-            _current_revisions(database(request).engine), READY_CHECK_TIMEOUT
+            current_revisions(database(request).engine), READY_CHECK_TIMEOUT
         )
     except (TimeoutError, DBAPIError, OSError) as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -93,7 +93,7 @@ def assess(current: list[str] | None, head: list[str], known: frozenset[str]) ->
     return Readiness(status="not ready", reason=reason, current=current, head=head)
 
 
-async def _current_revisions(engine: AsyncEngine) -> list[str] | None:
+async def current_revisions(engine: AsyncEngine) -> list[str] | None:
     async with engine.connect() as connection:
         try:
             result = await connection.execute(text("SELECT version_num FROM alembic_version"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from backend import health
+from backend import health, metrics
 from backend.core.app import app_or_exit, new_app
 from backend.core.config import AppSettings
 from backend.db.session import database_lifespan
@@ -27,6 +27,7 @@ def create_app(*settings: AppSettings) -> FastAPI:
     """The app; `settings` (any settings classes) replace what the environment says."""
     app = new_app(settings, lifespan=database_lifespan)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     for router in MODULES:
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -24,6 +24,7 @@ from bench.processes import (
     core_times,
     on_load_core,
     pinned,
+    start_server,
 )
 from bench.seed import Seed
 from bench.sizes import Size
@@ -151,4 +152,33 @@ def api_throughput(
             f"{row['latency']['baseline']['p99_ms']:.1f} ms ({row['p99_ratio']:.2f}x)",
             flush=True,
         )
+    return rows
+
+
+# What logging and metrics cost, on the cheapest endpoint (where they weigh the most).
+OBSERVABILITY = [
+    ("request log and metrics off", {"LOG_LEVEL": "WARNING", "METRICS": "false"}),
+    ("request log on (JSON)", {"METRICS": "false"}),
+    ("request log and metrics on (the default)", {}),
+]
+
+
+def observability_cost(
+    baseline: Server, endpoint: Endpoint, env: dict[str, str], size: Size, workdir: Path
+) -> list[dict[str, Any]]:
+    """`endpoint`'s throughput with the request log and metrics off and on, each served fresh
+    and measured beside the baseline; the cost is against the all-off row's ratio."""
+    rows: list[dict[str, Any]] = []
+    for label, overrides in OBSERVABILITY:
+        server = start_server("backend.main:app", env | overrides, "/readyz")
+        try:
+            row = measure_pair(
+                server, baseline, endpoint, size.duration, size.repetitions, size, workdir
+            )
+        finally:
+            server.stop()
+        row["setup"] = label
+        row["cost"] = 1 - row["ratio"] / rows[0]["ratio"] if rows else 0.0
+        rows.append(row)
+        print(f"  {label}: ratio {row['ratio']:.2f}, cost {row['cost']:.1%}", flush=True)
     return rows

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -142,16 +143,25 @@ def start_server(
     if workers > 1:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
+    # Its log (a JSON line per request, as in production) goes to a file, as a container's
+    # does; shown if the server dies before it is ready.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs)
     process = subprocess.Popen(
         pinned(SERVER_CORE, command) if workers == 1 else command,
         cwd=cwd,
         env=env,
+        stdout=log,
+        stderr=log,
     )
     base_url = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base_url) as client:
         while True:
             if process.poll() is not None:
-                raise SystemExit(f"{app} exited with {process.returncode} before it was ready")
+                log.seek(0)
+                tail = log.read()[-4000:].decode(errors="replace")
+                raise SystemExit(
+                    f"{app} exited with {process.returncode} before it was ready:\n{tail}"
+                )
             try:
                 if client.get(ready_path, timeout=1).status_code == 200:
                     break

@@ -169,6 +169,14 @@ TARGETS = [
         "{:,.0f} chunks/s",
     ),
     Target(
+        "throughput cost of the default request log and metrics, `{endpoint}`",
+        lambda results: results.get("observability", [])[-1:],
+        lambda r: r["cost"],
+        0.10,
+        False,
+        "{:.1%}",
+    ),
+    Target(
         "no-op `alembic upgrade head`",
         _section("migrations"),
         lambda m: m["noop_at_head_s"],
@@ -200,7 +208,8 @@ def markdown(results: dict[str, Any]) -> str:
         "# Benchmark results",
         "",
         f"Size `{s['size']}`; {s['cores']} cores; Python {s['python']}. Server under test: one "
-        f"uvicorn worker{' pinned to core 0' if s['pinned'] else ''}, access log off. wrk "
+        f"uvicorn worker{' pinned to core 0' if s['pinned'] else ''}, production settings (a "
+        "JSON request line to a file, request metrics). wrk "
         f"(1 thread, {s['connections']} connections, {s['duration_s']} s per run)"
         f"{' and PostgreSQL pinned to core 1' if s['postgres_pinned'] else ''}"
         f"{'' if s['postgres_pinned'] else '; PostgreSQL not pinned'}. "
@@ -236,7 +245,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{lat['rate']:,} req/s | {la['p50_ms']:.2f} / {lb['p50_ms']:.2f} | "
             f"{la['p99_ms']:.2f} / {lb['p99_ms']:.2f} | {r['p99_ratio']:.2f} |"
         )
-    out += ladder_section(results) + layers_section(results) + mixed_section(results)
+    out += ladder_section(results) + layers_section(results) + observability_section(results)
+    out += mixed_section(results)
     v = results["vectors"]
     out += [
         "",
@@ -364,6 +374,29 @@ def layers_section(results: dict[str, Any]) -> list[str]:
             f"| {layer} | " + " | ".join(f"{r['layers'].get(layer, 0):.0f}" for r in rows) + " |"
         )
     out.append("| **total** | " + " | ".join(f"**{r['cpu_us']:.0f}**" for r in rows) + " |")
+    return out
+
+
+def observability_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("observability")
+    if not rows:
+        return []
+    out = [
+        "",
+        "## What the request log and metrics cost",
+        "",
+        f"`{rows[0]['endpoint']}` served three times, each beside the baseline: logging a JSON "
+        "line per request (to a file, as a container's log is) and counting it for `/metrics`, "
+        "off and on. The cost is the loss of throughput ratio against the all-off row.",
+        "",
+        "| setup | app req/s | ratio | cost |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        out.append(
+            f"| {row['setup']} | {row['app']['rps']:,.0f} | {row['ratio']:.2f}x | "
+            f"{row['cost']:.1%} |"
+        )
     return out
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from backend.core.config import PROJECT_ROOT
 from backend.db.embedded import embedded_database_url
 from bench import report, vectors
-from bench.api import api_throughput, endpoints
+from bench.api import api_throughput, endpoints, observability_cost
 from bench.db import alembic_upgrade, create_database, drop_database, dsn, scratch_database
 from bench.ladder import RUNGS, ladder
 from bench.layers import cpu_by_layer
@@ -147,6 +147,8 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
                 "large_kb_chunks": seeded.large_kb_chunks,
             }
             measured = endpoints(seeded)[:4]
+            print("observability cost", flush=True)
+            results["observability"] = observability_cost(baseline, measured[0], env, size, workdir)
             cpu_us = {row["endpoint"]: row["app"]["cpu_us"] for row in results["api"]}
             if size.profile_seconds:
                 print("CPU by layer", flush=True)

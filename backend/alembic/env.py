@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.core.config import PROJECT_ROOT, SettingsError, get_settings
+from backend.core.logs import configure_logging
 from backend.db.base import Base
 from backend.db.discovery import ModuleDiscoveryError, import_models
 from backend.db.embedded import EmbeddedDatabaseUnavailable
@@ -47,6 +48,11 @@ try:
     import_models()
 except (SettingsError, ModuleDiscoveryError) as exc:
     raise CommandError(str(exc)) from None
+if handed_in is None and settings.logs_as == "json":
+    # Production (an init container, a Job): the same JSON lines as the app's, not alembic.ini's.
+    for handler in list(logging.getLogger().handlers):
+        logging.getLogger().removeHandler(handler)
+    configure_logging(settings.log_level, "json")
 target_metadata = Base.metadata
 
 # Steps of Alembic's commands that only read: `current`, `check`, `revision --autogenerate`,

@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from backend.core.config import AppSettings, Settings, SettingsError
 from backend.core.errors import install_error_handlers
 from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect
+from backend.core.logs import REQUEST_ID_HEADER, RecordRequests, RequestIds, configure_logging
 from backend.core.openapi import install_openapi
 from backend.core.state import AppState
 
@@ -25,6 +27,7 @@ def new_app(
     state = AppState(settings)
     state.load_settings()
     core = state.get(Settings)
+    configure_logging(core.log_level, core.logs_as)
     docs = core.docs_enabled
     app = FastAPI(
         title="backend",
@@ -44,6 +47,18 @@ def new_app(
     )
     app.add_middleware(RetryReadsOnDisconnect)
     app.add_middleware(HeadAsGet)
+    if core.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(core.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(RecordRequests, metrics=core.metrics)
+    # Outermost of ours: every line of the request, its access line included, has its id.
+    app.add_middleware(RequestIds)
     return app
 
 

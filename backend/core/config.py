@@ -120,6 +120,17 @@ class Settings(AppSettings):
     # Serve /docs, /redoc and /openapi.json. Unset: on, except with ENVIRONMENT=production.
     api_docs: bool | None = None
 
+    # Every logger's level, and the lines' format: `json` (one object per line, for a log
+    # collector) or `text`. Unset: json with ENVIRONMENT=production, text otherwise.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] | None = None
+    # Count and time every request for /metrics (off: /metrics has the pool and schema only).
+    metrics: bool = True
+
+    # Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com).
+    # None by default: a browser app on another origin is refused until listed here.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     # A request body (JSON) above this is refused with 413; a route that streams its body
     # sets its own limit (uploads: MAX_UPLOAD_BYTES).
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
@@ -129,6 +140,12 @@ class Settings(AppSettings):
     @property
     def docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.environment != "production"
+
+    @property
+    def logs_as(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.environment == "production" else "text"
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -144,9 +161,9 @@ class Settings(AppSettings):
             return None
         return normalise_database_url(value).render_as_string(hide_password=False)
 
-    @field_validator("alembic_ignore_table_prefixes", mode="before")
+    @field_validator("alembic_ignore_table_prefixes", "cors_origins", mode="before")
     @classmethod
-    def _split_prefixes(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request, routing, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.core.logs import REQUEST_ID_HEADER
 
 logger = logging.getLogger("backend.errors")
 
@@ -240,6 +243,16 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
     return _json(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error", "internal_error")
 
 
+async def _crash_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A crash, answered by Starlette's outermost middleware: outside the one that returns the
+    request id, so the id is added here (the 500 an operator is asked about carries it)."""
+    response = await _unexpected_error_handler(request, exc)
+    request_id = correlation_id.get()
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
@@ -249,4 +262,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_error_handler)
     app.add_exception_handler(OSError, _database_error_handler)
     # Exception: Starlette's outermost middleware calls it, so even a crash is JSON.
-    app.add_exception_handler(Exception, _unexpected_error_handler)
+    app.add_exception_handler(Exception, _crash_handler)

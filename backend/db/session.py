@@ -43,6 +43,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # Waiting longer only piles requests up: fail fast with 503 and let clients retry.
         pool_timeout=settings.db_pool_timeout,
         echo=settings.db_echo,
+        # In production a SQL error's message leaves out the statement's values (emails, ...),
+        # so they reach no log line.
+        hide_parameters=settings.environment == "production",
     )
 
 

@@ -6,6 +6,7 @@ Real uvicorn processes, real sockets on loopback, bounded in time.
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support import db
 from tests.support.factories import PASSWORD, files_in
-from tests.support.server import uvicorn_server
+from tests.support.server import uvicorn_process, uvicorn_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -255,3 +256,25 @@ async def test_logins_waiting_for_a_hash_hold_no_connection(
             responses = await asyncio.gather(*logins, *reads)
 
     assert [r.status_code for r in responses] == [200] * 9, [r.text for r in responses]
+
+
+async def test_sigterm_lets_the_request_in_flight_finish(migrated_db: URL, tmp_path: Path) -> None:
+    """A rollout's SIGTERM arrives while an upload is still coming in: it completes, the file
+    is kept, new connections are refused, and the process then exits."""
+    storage = tmp_path / "files"
+    async with uvicorn_process(migrated_db, storage, UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN="20") as (
+        base,
+        process,
+    ):
+        auth = await account(base, "rollout")
+        upload = asyncio.create_task(trickle_upload(base, auth, size=30_000, pieces=10, pause=0.2))
+        await asyncio.sleep(0.6)
+        process.send_signal(signal.SIGTERM)
+        status, body = await upload
+        assert status == 201, body
+        assert len(files_in(storage)) == 1
+        exit_code = await asyncio.to_thread(process.wait, 30)
+        assert exit_code == -signal.SIGTERM  # uvicorn re-raises the signal once drained
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient() as client:
+                await client.get(f"{base}/healthz")

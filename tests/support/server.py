@@ -40,8 +40,11 @@ def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]
 
 
 @asynccontextmanager
-async def uvicorn_server(url: URL, storage: Path, **settings: str) -> AsyncIterator[str]:
-    """Serve the app on a free loopback port against `url`; yield its base URL."""
+async def uvicorn_process(
+    url: URL, storage: Path, **settings: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve the app on a free loopback port against `url`; yield its base URL and process
+    (its log is `storage.parent / uvicorn-<port>.log`)."""
     env = {**os.environ, "DATABASE_URL": db.sync_url(url), "FILE_STORAGE_DIR": str(storage)}
     env.pop("TEST_DATABASE_URL", None)
     env.update(settings)
@@ -56,7 +59,7 @@ async def uvicorn_server(url: URL, storage: Path, **settings: str) -> AsyncItera
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
@@ -64,3 +67,10 @@ async def uvicorn_server(url: URL, storage: Path, **settings: str) -> AsyncItera
         except subprocess.TimeoutExpired:
             process.kill()
             await asyncio.to_thread(process.wait)
+
+
+@asynccontextmanager
+async def uvicorn_server(url: URL, storage: Path, **settings: str) -> AsyncIterator[str]:
+    """Serve the app on a free loopback port against `url`; yield its base URL."""
+    async with uvicorn_process(url, storage, **settings) as (base, _):
+        yield base

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -39,6 +40,7 @@ from backend.modules.user.schemas import (
 )
 from backend.modules.user.settings import UserSettingsDep
 
+logger = logging.getLogger(__name__)
 auth = APIRouter(prefix="/auth", tags=["auth"])
 users = APIRouter(prefix="/users", tags=["users"])
 
@@ -84,6 +86,8 @@ async def token(
             await throttle.clear(session, key=keys[0])
             failure = None
     if failure is not None:
+        # Neither the login nor the password: the request id ties it to its access line.
+        logger.info("login refused: invalid credentials")
         raise failure
     access = create_access_token(
         user.id,

@@ -1,0 +1,179 @@
+"""Logs an operator can use: one line per request, the request's id on every line of it, JSON
+in production and readable text in development.
+
+The request id comes from `X-Request-ID` when a client or the ingress sends a usable one, and
+is generated otherwise; it is returned in the response's `X-Request-ID` and attached to every
+log line written while the request runs (SQL errors, handlers' own lines), through a context
+variable that asgi-correlation-id keeps. The request line itself is written by `RecordRequests`:
+method, route template (`/api/v1/files/{file_id}`, never the ids or the query string, where
+tokens would leak), status and duration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from asgi_correlation_id import CorrelationIdFilter, CorrelationIdMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.core import metrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+LogFormat = Literal["json", "text"]
+request_log = logging.getLogger("backend.request")
+# Probes and scrapes every few seconds: counted in the metrics, not written to the log.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# An incoming id is kept if it is short and plain (a UUID, nginx's 32 hex digits, a trace id);
+# anything else (too long, spaces, control characters that would forge log lines) is replaced.
+_USABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def usable_request_id(value: str) -> bool:
+    return _USABLE_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RequestIds(CorrelationIdMiddleware):
+    """Pure ASGI: reads the request id (or makes one), keeps it in asgi-correlation-id's context
+    variable for the request's log lines, and returns it in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(
+            app,
+            header_name=REQUEST_ID_HEADER,
+            generator=new_request_id,
+            validator=usable_request_id,
+        )
+
+
+class RecordRequests:
+    """Pure ASGI: for each HTTP request, once its response is sent (or it failed), one
+    `backend.request` log line and the request metrics (backend/core/metrics.py), both with
+    the route template instead of the path."""
+
+    def __init__(self, app: ASGIApp, *, metrics: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if nothing was sent
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            seconds = time.perf_counter() - started
+            method, route = scope["method"], route_template(scope)
+            if self.metrics:
+                metrics.observe(method, route, status, seconds)
+            if route not in QUIET_ROUTES and request_log.isEnabledFor(logging.INFO):
+                milliseconds = round(seconds * 1000, 2)
+                request_log.info(
+                    "%s %s %s %.2fms",
+                    method,
+                    route,
+                    status,
+                    milliseconds,
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "duration_ms": milliseconds,
+                        }
+                    },
+                )
+
+
+def route_template(scope: Scope) -> str:
+    """`/api/v1/files/{file_id}` for `/api/v1/files/5f0c...`: the path with each path parameter
+    put back as its name. `<unmatched>` for a path no route matched (so a scanner's paths do
+    not become log fields or metric labels)."""
+    if scope.get("route") is None:
+        return "<unmatched>"
+    path: str = scope["path"]
+    for name, value in scope.get("path_params", {}).items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    return path
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, the record's
+    `fields` (`extra={"fields": {...}}`) and the exception, if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "correlation_id", None),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"
+_HANDLER_NAME = "backend"
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a line is written (a test's capture included)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def configure_logging(level: str, log_format: LogFormat) -> None:
+    """Route every logger (the app's, SQLAlchemy's, uvicorn's, Alembic's) through one stderr
+    handler that adds the request id. `level` is the app's own loggers' (`backend.*`); other
+    libraries log their warnings and errors. Calling it again replaces that handler."""
+    handler = _Stderr()
+    handler.set_name(_HANDLER_NAME)
+    handler.addFilter(CorrelationIdFilter(default_value="-"))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("backend").setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        # uvicorn set up its own handlers before importing the app: use ours instead.
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # The request line replaces uvicorn's access log (which has no route template or id).
+    logging.getLogger("uvicorn.access").disabled = True
+    # An unusable incoming id is replaced quietly: a client sending bad ones on purpose would
+    # otherwise double the log volume (and the warning is written before the new id is set).
+    logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
