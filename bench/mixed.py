@@ -133,5 +133,8 @@ def mixed_load(env: dict[str, str], seed: Seed, size: Size, workdir: Path) -> li
             flush=True,
         )
         if errors:
-            raise SystemExit(f"mixed load with {workers} worker(s): {errors} errors: {per}")
+            # Recorded, not fatal: the report marks the target missed, and a long run keeps
+            # everything else it measured.
+            failed = {name: p["errors"] for name, p in per.items() if p["errors"]}
+            print(f"  {workers} worker(s): errors by endpoint {failed}", flush=True)
     return rows

@@ -169,6 +169,14 @@ TARGETS = [
         "{:,.0f} chunks/s",
     ),
     Target(
+        "errors under the mixed load, {workers} worker(s)",
+        lambda results: results.get("mixed", []),
+        lambda r: r["errors"],
+        0,
+        False,
+        "{:,}",
+    ),
+    Target(
         "throughput cost of the default request log and metrics, `{endpoint}`",
         lambda results: results.get("observability", [])[-1:],
         lambda r: r["cost"],

@@ -1,7 +1,7 @@
 """Benchmarks: the API against a raw asyncpg baseline, search, uploads, ingestion, migrations.
 
-    python3 dev.py bench              # full run (about 15 minutes): bench/results/latest.*
-    python3 dev.py bench --size quick # the API against the baseline only: ratios, 2 minutes
+    python3 dev.py bench              # full run (about 45 minutes): bench/results/latest.*
+    python3 dev.py bench --size quick # the API against the baseline; logs and metrics: 5 min
     python3 dev.py bench --size tiny  # seconds; what the test suite runs
 
 Every figure is measured in this run on this machine; the ones that matter are ratios against a
@@ -111,6 +111,8 @@ def quick(server: URL, size: Size, workdir: Path, overrides: dict[str, str]) -> 
         env = app_env(url, size, workdir) | overrides
         with app_and_baseline(env, size) as (app, baseline, seeded):
             rows = api_throughput(app, baseline, seeded, size, workdir)
+            print("observability cost", flush=True)
+            observability_cost(baseline, endpoints(seeded)[0], env, size, workdir)
     finally:
         asyncio.run(drop_database(server, API_DATABASE))
     print(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -12,7 +12,13 @@ from starlette.middleware.cors import CORSMiddleware
 from backend.core.config import AppSettings, Settings, SettingsError
 from backend.core.errors import install_error_handlers
 from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect
-from backend.core.logs import REQUEST_ID_HEADER, RecordRequests, RequestIds, configure_logging
+from backend.core.logs import (
+    REQUEST_ID_HEADER,
+    RecordRequests,
+    RequestIds,
+    configure_logging,
+    flush_logs,
+)
 from backend.core.openapi import install_openapi
 from backend.core.state import AppState
 
@@ -32,7 +38,7 @@ def new_app(
     app = FastAPI(
         title="backend",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_logs_flushed_after(lifespan),
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -60,6 +66,23 @@ def new_app(
     # Outermost of ours: every line of the request, its access line included, has its id.
     app.add_middleware(RequestIds)
     return app
+
+
+def _logs_flushed_after(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """`lifespan`, then the log lines still held written out: a SIGTERM ends uvicorn by
+    re-raising the signal, which skips exit handlers."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            flush_logs()
+
+    return run
 
 
 def app_or_exit(factory: Callable[[], FastAPI]) -> FastAPI:

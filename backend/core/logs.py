@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sys
+import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -41,7 +42,8 @@ def usable_request_id(value: str) -> bool:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits, like a UUID's. Unique, not secret: no system call for randomness."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class RequestIds(CorrelationIdMiddleware):
@@ -117,13 +119,28 @@ def route_template(scope: Scope) -> str:
     return path
 
 
+# One encoder for every line: `json.dumps(..., default=str)` would build a new one each time.
+_encode = json.JSONEncoder(default=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, the record's
     `fields` (`extra={"fields": {...}}`) and the exception, if any."""
 
+    _second: int = -1
+    _stamp: str = ""
+
+    def timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC with milliseconds; the date and time part made once a second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -132,30 +149,91 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"
 _HANDLER_NAME = "backend"
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stderr` is when a line is written (a test's capture included)."""
+class BatchedStderr(logging.Handler):
+    """Lines to stderr. Request lines (`backend.request`, one per request) are written in
+    batches: every `interval` seconds, at 64 kB, and with the next other line; every other line
+    is written at once, with the batch before it (so nothing that explains a crash or a
+    shutdown is held back: a SIGTERM ends uvicorn without running exit handlers).
 
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
+    One write per request line cost half its price (a system call each, ~18 us on the bench
+    machine); a batch pays it once. Lines go to whatever `sys.stderr` is when written (a test's
+    capture included).
+    """
 
-    @stream.setter
-    def stream(self, _: Any) -> None:
-        pass
+    MAX_BYTES = 64 * 1024
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__()
+        self._lines: list[str] = []
+        self._bytes = 0
+        self._stopped = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_every, args=(interval,), name="log-flusher", daemon=True
+        )
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._bytes += len(line)
+        if record.name != request_log.name or self._bytes >= self.MAX_BYTES:
+            self._write()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.flush()
+        super().close()
+
+    def _write(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        self._bytes = 0
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed (a test's capture ended): nothing to do
+            pass
+
+    def _flush_every(self, interval: float) -> None:
+        while not self._stopped.wait(interval):
+            self.flush()
+
+
+def flush_logs() -> None:
+    """Write out what the log handler holds (the app's lifespan calls this as it ends)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def configure_logging(level: str, log_format: LogFormat) -> None:
     """Route every logger (the app's, SQLAlchemy's, uvicorn's, Alembic's) through one stderr
     handler that adds the request id. `level` is the app's own loggers' (`backend.*`); other
     libraries log their warnings and errors. Calling it again replaces that handler."""
-    handler = _Stderr()
+    # Nothing here prints a record's thread, process or task: skip looking them up per line.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    # Nor where in the source a line was logged (a stack walk per line; the logging HOWTO's
+    # "Optimization" section).
+    logging._srcfile = None
+    handler = BatchedStderr()
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(CorrelationIdFilter(default_value="-"))
     handler.setFormatter(
@@ -164,6 +242,7 @@ def configure_logging(level: str, log_format: LogFormat) -> None:
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("backend").setLevel(level)

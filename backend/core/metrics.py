@@ -8,6 +8,8 @@ worker per container (as the Kubernetes manifests do) and let Prometheus add the
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
@@ -23,6 +25,23 @@ DURATION = Histogram(
 )
 
 
+# The labelled children, found once per label set (`labels()` locks and builds a key each time).
+_counters: dict[tuple[str, str, int], Any] = {}
+_timers: dict[tuple[str, str], Any] = {}
+
+
+# Any token is a method to HTTP: the others are one label, or a client could mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    DURATION.labels(method, route).observe(seconds)
+    if method not in METHODS:
+        method = "OTHER"
+    counter = _counters.get((method, route, status))
+    if counter is None:
+        counter = _counters[method, route, status] = REQUESTS.labels(method, route, str(status))
+    timer = _timers.get((method, route))
+    if timer is None:
+        timer = _timers[method, route] = DURATION.labels(method, route)
+    counter.inc()
+    timer.observe(seconds)

@@ -44,7 +44,18 @@ async def test_the_request_just_made_is_counted_by_route_template(
     )
     timed = {"method": "GET", "route": route}
     assert value(after.text, "http_request_duration_seconds_count", **timed) >= 1
-    # A path no route knows is one label, whatever the path.
+    # A path no route knows is one label, whatever the path; so is a method HTTP lacks.
+    await client.request("BREW", "/api/v1/users/me")
+    assert (
+        value(
+            (await client.get("/metrics")).text,
+            "http_requests_total",
+            method="OTHER",
+            route="/api/v1/users/me",
+            status="405",
+        )
+        >= 1
+    )
     await client.get("/no/such/path/12345")
     assert (
         value(
