@@ -62,7 +62,7 @@ def new_app(
             expose_headers=[REQUEST_ID_HEADER, "Location", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RecordRequests, metrics=core.metrics)
+    app.add_middleware(RecordRequests, with_metrics=core.metrics)
     # Outermost of ours: every line of the request, its access line included, has its id.
     app.add_middleware(RequestIds)
     return app

@@ -120,8 +120,9 @@ class Settings(AppSettings):
     # Serve /docs, /redoc and /openapi.json. Unset: on, except with ENVIRONMENT=production.
     api_docs: bool | None = None
 
-    # Every logger's level, and the lines' format: `json` (one object per line, for a log
-    # collector) or `text`. Unset: json with ENVIRONMENT=production, text otherwise.
+    # The app's loggers' level (`backend.*`; libraries log warnings and errors), and the
+    # lines' format: `json` (one object per line, for a log collector) or `text`. Unset: json
+    # with ENVIRONMENT=production, text otherwise.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] | None = None
     # Count and time every request for /metrics (off: /metrics has the pool and schema only).

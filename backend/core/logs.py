@@ -64,9 +64,9 @@ class RecordRequests:
     `backend.request` log line and the request metrics (backend/core/metrics.py), both with
     the route template instead of the path."""
 
-    def __init__(self, app: ASGIApp, *, metrics: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, with_metrics: bool = True) -> None:
         self.app = app
-        self.metrics = metrics
+        self.with_metrics = with_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +86,7 @@ class RecordRequests:
         finally:
             seconds = time.perf_counter() - started
             method, route = scope["method"], route_template(scope)
-            if self.metrics:
+            if self.with_metrics:
                 metrics.observe(method, route, status, seconds)
             if route not in QUIET_ROUTES and request_log.isEnabledFor(logging.INFO):
                 milliseconds = round(seconds * 1000, 2)

@@ -11,9 +11,8 @@
 
 The query is built once, at import, with bind parameters for what changes per request (the
 page's limit and offset included): building a SQLAlchemy statement costs more CPU than running
-it, and a statement built once also keeps its SQL cache key. `page.apply(query)` pages a query
-built on the spot. Either fetches one row more than asked; that row only tells whether another
-page exists.
+it, and a statement built once also keeps its SQL cache key. It fetches one row more than
+asked; that row only tells whether another page exists.
 """
 
 from __future__ import annotations
@@ -45,10 +44,6 @@ def paged(query: Select[Row]) -> Select[Row]:
 class PageParams:
     limit: int
     offset: int
-
-    def apply(self, query: Select[Row]) -> Select[Row]:
-        """The query, limited to this page plus one row (which says whether more exist)."""
-        return query.limit(self.limit + 1).offset(self.offset)
 
     def bind(self, **parameters: Any) -> dict[str, Any]:
         """The parameters of a `paged` query: this page's, plus the query's own."""
