@@ -46,7 +46,7 @@ from bench.processes import (
 )
 from bench.seed import EXACT_MAX_CHUNKS, Seed, seed
 from bench.sizes import SIZES, Size
-from bench.transfers import index_cost, ingestion, transfers
+from bench.transfers import index_cost, ingestion, transfers, transfers_s3
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
@@ -169,6 +169,7 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
                 results["mixed"] = mixed_load(env, seeded, size, workdir)
             print("uploads", flush=True)
             results["transfers"] = transfers(app, seeded, size, workdir)
+            results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
             print("ingestion", flush=True)
             results["ingestion"] = ingestion(app, seeded, size)
             results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))

@@ -19,9 +19,22 @@ from backend.modules.knowledge_base.embeddings import HashingEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.db import dsn
-from bench.processes import Server, peak_rss
+from bench.processes import Server, peak_rss, start_server
 from bench.seed import Seed, markdown
 from bench.sizes import Size
+from tests.support.s3 import s3_server
+
+
+def transfers_s3(env: dict[str, str], seed: Seed, size: Size, workdir: Path) -> dict[str, Any]:
+    """The same transfers with STORAGE_BACKEND=s3: a second app on a real S3 server
+    (`rclone serve s3`, on loopback, keeping objects as files), with the same database."""
+    with s3_server(workdir / "s3" / "data") as s3:
+        bucket = {"STORAGE_BACKEND": "s3", "S3_BUCKET": s3.bucket, "S3_ENDPOINT_URL": s3.endpoint}
+        app = start_server("backend.main:app", env | s3.credentials | bucket, "/readyz")
+        try:
+            return transfers(app, seed, size, workdir)
+        finally:
+            app.stop()
 
 
 def transfers(app: Server, seed: Seed, size: Size, workdir: Path) -> dict[str, Any]:

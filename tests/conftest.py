@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,9 @@ from backend.core.state import app_state
 from backend.db.discovery import import_models
 from backend.db.session import Database
 from backend.main import create_app
+from backend.modules.file.storage import Storage
 from tests.support import db
+from tests.support.s3 import S3Server, s3_server
 from tests.support.settings import configured
 
 import_models()
@@ -107,9 +109,49 @@ async def session(
 UPLOAD_LIMIT = 1_000_000
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server for the session; each test keeps to its own key prefix."""
+    with s3_server(tmp_path_factory.mktemp("s3") / "data") as server:
+        yield server
+
+
 @pytest.fixture
-def storage_dir(tmp_path: Path) -> Path:
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """STORAGE_BACKEND for the test's app: `local` unless parametrized (`BOTH_BACKENDS`)."""
+    return str(getattr(request, "param", "local"))
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("storage_backend", ["local", "s3"], indirect=True)
+
+
+@pytest.fixture
+def storage_dir(request: pytest.FixtureRequest, storage_backend: str, tmp_path: Path) -> Path:
+    """Where the app's blobs land on disk, whichever the backend (rclone keeps real files)."""
+    if storage_backend == "s3":
+        server: S3Server = request.getfixturevalue("s3")
+        return server.folder(tmp_path.name)
     return tmp_path / "files"
+
+
+@pytest.fixture
+def storage_settings(
+    request: pytest.FixtureRequest,
+    storage_backend: str,
+    storage_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, object]:
+    if storage_backend != "s3":
+        return {"file_storage_dir": storage_dir}
+    server: S3Server = request.getfixturevalue("s3")
+    for name, value in server.credentials.items():
+        monkeypatch.setenv(name, value)
+    return {
+        "storage_backend": "s3",
+        "s3_bucket": server.bucket,
+        "s3_endpoint_url": server.endpoint,
+        "s3_prefix": storage_dir.name,
+    }
 
 
 @pytest.fixture
@@ -117,7 +159,7 @@ async def app(
     request: pytest.FixtureRequest,
     app_db: URL,
     sessionmaker: async_sessionmaker[AsyncSession],
-    storage_dir: Path,
+    storage_settings: dict[str, object],
 ) -> AsyncIterator[FastAPI]:
     """The real app; its request sessions (the real dependency) run on the test's transaction.
 
@@ -125,10 +167,12 @@ async def app(
     """
     marker = request.node.get_closest_marker("settings")
     settings = configured(
-        database_url=db.sync_url(app_db),
-        file_storage_dir=storage_dir,
-        max_upload_bytes=UPLOAD_LIMIT,
-        **(marker.kwargs if marker else {}),
+        **{
+            "database_url": db.sync_url(app_db),
+            "max_upload_bytes": UPLOAD_LIMIT,
+            **storage_settings,
+            **(marker.kwargs if marker else {}),
+        }
     )
     application = create_app(*settings)
     async with application.router.lifespan_context(application):
@@ -137,6 +181,12 @@ async def app(
         engine = state.get(Database).engine
         state.provide(Database, Database(engine, sessionmaker, sessionmaker))
         yield application
+
+
+@pytest.fixture
+def storage(app: FastAPI) -> Storage:
+    """The blob storage the test's app uses."""
+    return app_state(app).get(Storage)
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ CLUSTER_DEFAULTS = {
     "EMBEDDED_DB_DIR": "a cluster names its database in DATABASE_URL",
     "API_DOCS": "follows ENVIRONMENT (off in prod, on in the dev overlay)",
 }
+# Variables no settings class reads: obstore takes object storage keys from the environment.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -160,12 +162,16 @@ def test_prod_overlay_migrates_in_an_init_container_then_serves() -> None:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
 
+    # Files go to the object store: no claim, nothing shared between replicas but the bucket.
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in api["volumeMounts"]}
+    assert list(mounts) == ["/tmp"]
     assert "emptyDir" in mounts["/tmp"]
+    assert "PersistentVolumeClaim" not in kinds(prod)
     config = find(prod, "ConfigMap", "backend-config")["data"]
-    files = mounts[config["FILE_STORAGE_DIR"]]["persistentVolumeClaim"]["claimName"]
-    assert find(prod, "PersistentVolumeClaim", files)["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert config["STORAGE_BACKEND"] == "s3"
+    assert config["S3_BUCKET"]
+    assert spec["serviceAccountName"] == find(prod, "ServiceAccount")["metadata"]["name"]
 
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     for selector in (
@@ -187,8 +193,24 @@ def test_dev_overlay_is_one_replica_in_its_own_namespace() -> None:
     assert {m["metadata"].get("namespace", "backend-dev") for m in dev} == {"backend-dev"}
     assert find(dev, "Namespace")["metadata"]["name"] == "backend-dev"
     assert find(dev, "Deployment", "backend")["spec"]["replicas"] == 1
-    assert find(dev, "ConfigMap", "backend-config")["data"]["ENVIRONMENT"] == "development"
+    config = find(dev, "ConfigMap", "backend-config")["data"]
+    assert config["ENVIRONMENT"] == "development"
     assert "HorizontalPodAutoscaler" not in kinds(dev)
+    # Its one replica keeps files on a disk of its own (the default storage class's RWO), and a
+    # rollout stops the old pod before the new one mounts that disk.
+    assert config["STORAGE_BACKEND"] == "local"
+    spec = pod_spec(dev)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in spec["containers"][0]["volumeMounts"]}
+    claim = mounts[config["FILE_STORAGE_DIR"]]["persistentVolumeClaim"]["claimName"]
+    assert find(dev, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert find(dev, "Deployment", "backend")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_no_rendering_asks_for_a_shared_disk(name: str, tmp_path: Path) -> None:
+    """A ReadWriteMany claim stays Pending on the big clouds' default (block) storage class."""
+    assert "ReadWriteMany" not in render_text(RENDERINGS[name](tmp_path))
 
 
 def test_migrate_job_component_replaces_the_init_container(tmp_path: Path) -> None:
@@ -216,7 +238,7 @@ def test_configmap_and_secret_template_hold_every_setting_and_nothing_else() -> 
     assert {"DATABASE_URL", "JWT_SECRET"} <= set(secret)
     assert set(secret.values()) == {""}, "the template must hold no real values"
     named = set(configmap) | set(secret) | commented
-    assert named - SETTINGS == set(), "not a setting of any settings class"
+    assert named - SETTINGS - CREDENTIALS == set(), "not a setting of any settings class"
     assert SETTINGS - named - set(CLUSTER_DEFAULTS) == set(), "missing from the ConfigMap"
 
 

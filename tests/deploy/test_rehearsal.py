@@ -17,7 +17,9 @@ from backend.db.migrations import SCRIPT_LOCATION, head_revisions
 from tests.support import db
 from tests.support.alembic_cli import chain_plus
 from tests.support.artifacts import K8S, Manifest, find, load_yaml, render
+from tests.support.factories import files_in
 from tests.support.kubelet import Pod
+from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
@@ -38,27 +40,25 @@ def secret_for(url: URL) -> dict[str, str]:
 
 
 def replicas(
-    prod: list[Manifest], url: URL, tmp_path: Path, **overrides: str
+    prod: list[Manifest], url: URL, tmp_path: Path, s3: S3Server, **overrides: str
 ) -> tuple[dict[str, Any], list[Pod]]:
     spec: dict[str, Any] = find(prod, "Deployment", "backend")["spec"]["template"]["spec"]
-    # The PVC is shared by every replica; each pod has its own /tmp.
-    shared = {
-        v["name"]: tmp_path / v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v
-    }
-    secret = secret_for(url)
+    # Each pod has its own /tmp; they share the bucket (the test's S3 server stands in for it).
+    bucket = {"S3_ENDPOINT_URL": s3.endpoint, "S3_BUCKET": s3.bucket, "S3_PREFIX": tmp_path.name}
+    secret = secret_for(url) | s3.credentials
     pods = []
     for n in range(REPLICAS):
-        volumes = {v["name"]: tmp_path / f"pod{n}" / v["name"] for v in spec["volumes"]} | shared
+        volumes = {v["name"]: tmp_path / f"pod{n}" / v["name"] for v in spec["volumes"]}
         for path in volumes.values():
             path.mkdir(parents=True, exist_ok=True)
-        pods.append(Pod(spec, prod, secret, volumes, overrides))
+        pods.append(Pod(spec, prod, secret, volumes, bucket | overrides))
     return spec, pods
 
 
 async def test_three_replicas_migrate_once_and_all_become_ready(
-    prod: list[Manifest], empty_db: URL, tmp_path: Path
+    prod: list[Manifest], empty_db: URL, tmp_path: Path, s3: S3Server
 ) -> None:
-    spec, pods = replicas(prod, empty_db, tmp_path)
+    spec, pods = replicas(prod, empty_db, tmp_path, s3)
     assert spec["initContainers"][0]["command"] == ["alembic", "upgrade", "head"]
     readiness = spec["containers"][0]["readinessProbe"]["httpGet"]["path"]
     try:
@@ -72,7 +72,7 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
 
         statuses = await asyncio.gather(*(pod.wait_ready(readiness) for pod in pods))
         assert statuses == [200] * REPLICAS
-        # The replicas share the database, the JWT secret and the files volume.
+        # The replicas share the database, the JWT secret and the bucket.
         account = {"email": "ro@example.com", "username": "rollout", "password": "horse battery"}
         async with httpx.AsyncClient() as client:
             first, last = (f"http://127.0.0.1:{p.port}/api/v1" for p in (pods[0], pods[-1]))
@@ -84,11 +84,12 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
             assert login.status_code == 200, login.text
             auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
             upload = await client.post(
-                f"{first}/files", headers=auth, files={"file": ("a.txt", b"shared volume")}
+                f"{first}/files", headers=auth, files={"file": ("a.txt", b"shared bucket")}
             )
             assert upload.status_code == 201, upload.text
             download = await client.get(f"{last}/files/{upload.json()['id']}/content", headers=auth)
-            assert download.content == b"shared volume"
+            assert download.content == b"shared bucket"
+            assert len(files_in(s3.folder(tmp_path.name))) == 1
     finally:
         exit_codes = [pod.stop() for pod in pods]
     # SIGTERM on a rollout is a graceful shutdown (uvicorn then re-raises the signal it got).
@@ -98,7 +99,7 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
 
 
 async def test_a_failing_migration_keeps_every_replica_from_serving(
-    prod: list[Manifest], migrated_db: URL, tmp_path: Path
+    prod: list[Manifest], migrated_db: URL, tmp_path: Path, s3: S3Server
 ) -> None:
     previous = set(head_revisions())
     (head,) = previous
@@ -113,7 +114,7 @@ async def test_a_failing_migration_keeps_every_replica_from_serving(
             'op.execute("SELECT 1 / 0")'
         ),
     )
-    _, pods = replicas(prod, migrated_db, tmp_path, ALEMBIC_CONFIG=str(ini))
+    _, pods = replicas(prod, migrated_db, tmp_path, s3, ALEMBIC_CONFIG=str(ini))
     try:
         await asyncio.gather(*(asyncio.to_thread(pod.start) for pod in pods))
         for pod in pods:

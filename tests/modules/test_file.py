@@ -6,15 +6,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.modules.file import service
 from backend.modules.file.models import File
-from backend.modules.file.storage import LocalStorage
+from backend.modules.file.storage import Storage
 from backend.modules.file.upload import clean_filename
-from tests.conftest import UPLOAD_LIMIT
+from tests.conftest import BOTH_BACKENDS, UPLOAD_LIMIT
 from tests.support.factories import user_with_token
+from tests.support.kubelet import free_port
 
 FILES = "/api/v1/files"
 
@@ -33,6 +35,7 @@ async def upload(
     return await client.post(FILES, headers=headers, files={"file": (name, data, ctype)})
 
 
+@BOTH_BACKENDS
 async def test_upload_download_list_delete(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -83,6 +86,7 @@ async def test_listing_is_paginated(client: httpx.AsyncClient, session: AsyncSes
     assert bad.status_code == 422
 
 
+@BOTH_BACKENDS
 async def test_too_large_upload_is_refused_while_streaming_and_leaves_nothing(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -117,6 +121,7 @@ async def test_too_large_upload_is_refused_while_streaming_and_leaves_nothing(
     assert await file_rows(session) == 0
 
 
+@BOTH_BACKENDS
 async def test_declared_oversize_is_refused_before_reading(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -126,6 +131,7 @@ async def test_declared_oversize_is_refused_before_reading(
     assert blobs(storage_dir) == []
 
 
+@BOTH_BACKENDS
 async def test_client_filenames_never_become_paths(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -150,6 +156,7 @@ async def test_bad_uploads_are_400(client: httpx.AsyncClient, session: AsyncSess
     assert unauthenticated.status_code == 401
 
 
+@BOTH_BACKENDS
 async def test_other_users_files_do_not_exist_for_you(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -170,13 +177,13 @@ async def test_other_users_files_do_not_exist_for_you(
     assert malformed.status_code == 422
 
 
+@BOTH_BACKENDS
 async def test_cleanup_removes_blobs_a_crash_left_without_rows(
-    client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
+    client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path, storage: Storage
 ) -> None:
     _, headers = await user_with_token(client, session)
     kept = await upload(client, headers, "kept.txt", b"kept", "text/plain")
     assert kept.status_code == 201
-    storage = LocalStorage(storage_dir)
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"orphan"
@@ -197,3 +204,37 @@ def test_filename_cleaning() -> None:
     assert clean_filename("bad\x00name\r\n.txt") == "badname.txt"
     assert clean_filename("..") == "upload"
     assert clean_filename("a" * 300 + ".txt") == "a" * 255
+
+
+@pytest.mark.parametrize("storage_backend", ["s3"], indirect=True)
+@pytest.mark.settings(s3_presigned_downloads=True)
+async def test_s3_downloads_can_redirect_to_a_presigned_url(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    created = await upload(client, headers, "report ü.pdf", b"%PDF-1.7 bytes", "application/pdf")
+    assert created.status_code == 201
+
+    content = await client.get(f"{FILES}/{created.json()['id']}/content", headers=headers)
+
+    assert content.status_code == 307
+    async with httpx.AsyncClient() as outside:  # the client follows it to the bucket itself
+        fetched = await outside.get(content.headers["location"])
+    assert fetched.status_code == 200
+    assert fetched.content == b"%PDF-1.7 bytes"
+    assert fetched.headers["content-type"] == "application/pdf"
+    assert fetched.headers["content-disposition"] == (
+        "attachment; filename=\"report _.pdf\"; filename*=UTF-8''report%20%C3%BC.pdf"
+    )
+
+
+@pytest.mark.parametrize("storage_backend", ["s3"], indirect=True)
+@pytest.mark.settings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+async def test_an_unreachable_bucket_is_503_and_keeps_no_row(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    response = await upload(client, headers, "a.txt", b"data", "text/plain")
+    assert response.status_code == 503
+    assert "storage" in response.json()["detail"].lower()
+    assert await file_rows(session) == 0

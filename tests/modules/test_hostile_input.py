@@ -20,6 +20,7 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import LocalStorage, Storage
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.models import User
+from tests.conftest import BOTH_BACKENDS
 from tests.support.factories import PASSWORD, create_user, files_in, login, user_with_token
 from tests.support.settings import configured
 
@@ -203,6 +204,7 @@ async def test_password_change_and_deactivation_end_earlier_tokens(
     assert (await client.delete(f"{API}/users/{user.id}", headers=old)).status_code == 401
 
 
+@BOTH_BACKENDS
 async def test_deleting_an_account_takes_its_files_and_knowledge_bases(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:
@@ -237,6 +239,7 @@ async def test_docs_are_off_in_production_unless_asked_for() -> None:
 
 
 @pytest.mark.settings(storage_quota_bytes=3000)
+@BOTH_BACKENDS
 async def test_each_user_keeps_files_within_the_quota(
     client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
 ) -> None:

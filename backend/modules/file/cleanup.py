@@ -12,12 +12,12 @@ from backend.core.config import Settings
 from backend.db.session import create_engine, create_sessionmaker
 from backend.modules.file import service
 from backend.modules.file.settings import FileSettings
-from backend.modules.file.storage import LocalStorage
+from backend.modules.file.storage import make_storage
 
 
 async def main() -> None:
     engine = create_engine(Settings.load())
-    storage = LocalStorage(FileSettings.load().file_storage_dir)
+    storage = make_storage(FileSettings.load())
     try:
         async with create_sessionmaker(engine)() as session:
             removed = await service.cleanup_orphans(session, storage=storage)

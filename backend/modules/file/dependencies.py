@@ -15,7 +15,7 @@ from backend.modules.file import service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.models import File
 from backend.modules.file.settings import FileSettings, FileSettingsDep
-from backend.modules.file.storage import LocalStorage, Storage
+from backend.modules.file.storage import Storage, make_storage
 from backend.modules.user.dependencies import CurrentUser
 
 
@@ -23,7 +23,7 @@ from backend.modules.user.dependencies import CurrentUser
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The module's start-up: the blob storage its handlers (and other modules) use."""
     state = app_state(app)
-    state.provide(Storage, LocalStorage(state.get(FileSettings).file_storage_dir))
+    state.provide(Storage, make_storage(state.get(FileSettings)))
     yield
     state.remove(Storage)
 

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from backend.core.errors import StorageFull, error_responses
 from backend.core.pagination import PageDep
@@ -97,24 +95,27 @@ async def get_file(file: OwnedFile) -> FileRead:
     return FileRead.model_validate(file)
 
 
-def content_disposition(filename: str) -> str:
-    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
 @router.get(
     "/{file_id}/content",
     status_code=status.HTTP_200_OK,
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        307: {"description": "Fetch the bytes from the Location (S3_PRESIGNED_DOWNLOADS)"},
+        **error_responses(StorageUnavailable),
+    },
 )
-async def download(file: OwnedFile, storage: StorageDep) -> StreamingResponse:
-    """The file's bytes, streamed, as an attachment with its content type."""
+async def download(file: OwnedFile, storage: StorageDep) -> Response:
+    """The file's bytes as an attachment with its content type: streamed, or a redirect to a
+    short-lived presigned URL when the storage is S3 and S3_PRESIGNED_DOWNLOADS is on."""
+    url = await storage.download_url(file.storage_key)
+    if url is not None:
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
     return StreamingResponse(
         storage.open(file.storage_key),
         media_type=file.content_type,
         headers={
-            "Content-Disposition": content_disposition(file.filename),
+            **service.download_headers(file.filename, file.content_type),
             "Content-Length": str(file.size),
             "X-Content-Type-Options": "nosniff",
         },

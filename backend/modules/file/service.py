@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy import delete as sa_delete
@@ -21,6 +22,14 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import Storage, StorageError, TooLarge
 from backend.modules.file.upload import IncomingFile
 from backend.modules.user.models import User
+
+
+def download_headers(filename: str, content_type: str) -> dict[str, str]:
+    """What a download answers with; kept with the blob too, for presigned downloads."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    encoded = quote(filename, safe="")
+    disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    return {"Content-Type": content_type, "Content-Disposition": disposition}
 
 
 async def usage(session: AsyncSession, *, owner: User) -> int:
@@ -51,7 +60,11 @@ async def create(
     room = max(quota - used, 0) if quota else max_size
     await release_connection(session)
     try:
-        blob = await storage.save(upload.chunks, max_size=min(max_size, room))
+        blob = await storage.save(
+            upload.chunks,
+            max_size=min(max_size, room),
+            headers=download_headers(upload.filename, upload.content_type),
+        )
     except TooLarge:
         if quota and room < max_size:
             raise QuotaExceeded(quota, used) from None

@@ -1,4 +1,4 @@
-"""Blob storage behind a small interface; a local directory now, an object store later."""
+"""Blob storage behind a small interface: a local directory, or an S3-compatible bucket (s3.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from anyio import to_thread
+
+from backend.modules.file.settings import FileSettings
 
 
 @dataclass(frozen=True)
@@ -28,25 +30,90 @@ class TooLarge(Exception):
 
 
 class StorageError(Exception):
-    """The storage could not keep the blob (a full disk, a read-only volume); nothing was kept."""
+    """The storage could not keep or serve the blob (a full disk, an unreachable bucket)."""
 
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.no_space = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+    def __init__(self, message: str, *, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+    @classmethod
+    def from_os_error(cls, cause: OSError) -> StorageError:
+        return cls(str(cause), no_space=cause.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class Storage(Protocol):
-    async def save(self, chunks: AsyncIterator[bytes], *, max_size: int) -> StoredBlob:
-        """Write the stream under a new key; raise `TooLarge` (keeping nothing) past max_size."""
+    async def save(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_size: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> StoredBlob:
+        """Write the stream under a new key; raise `TooLarge` (keeping nothing) past max_size.
+
+        `headers` (Content-Type, Content-Disposition) are kept with the blob where the backend
+        can, so a presigned download serves them.
+        """
         ...
 
     def open(self, key: str, *, chunk_size: int = ...) -> AsyncIterator[bytes]: ...
+
+    async def download_url(self, key: str) -> str | None:
+        """A short-lived URL the client can fetch the blob from, or None to stream it here."""
+        ...
 
     async def delete(self, key: str) -> None:
         """Remove the blob; a missing one is not an error (deletes are retried)."""
         ...
 
     async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
+
+
+class Measured:
+    """A blob's bytes on their way to storage: counted, hashed, and cut off past `max_size`."""
+
+    def __init__(self, key: str, chunks: AsyncIterator[bytes], max_size: int) -> None:
+        self.key = key
+        self._chunks = chunks
+        self._max_size = max_size
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self._size += len(chunk)
+            if self._size > self._max_size:
+                raise TooLarge()
+            self._digest.update(chunk)
+            yield chunk
+
+    def stored(self) -> StoredBlob:
+        return StoredBlob(key=self.key, size=self._size, sha256=self._digest.hexdigest())
+
+
+def new_key() -> str:
+    """A blob's name: ours, never the client's (hex, so it is safe as a path or object key)."""
+    return secrets.token_hex(16)
+
+
+def is_blob_key(name: str) -> bool:
+    """Whether `name` has the shape of our keys (cleanup touches nothing else in a bucket)."""
+    return len(name) == 32 and all(ch in "0123456789abcdef" for ch in name)
+
+
+def valid_key(key: str) -> str:
+    if not is_blob_key(key):
+        raise ValueError(f"bad storage key {key!r}")
+    return key
+
+
+def make_storage(settings: FileSettings) -> Storage:
+    """The backend STORAGE_BACKEND names."""
+    if settings.storage_backend == "s3":
+        from backend.modules.file.s3 import S3Storage  # obstore loads only when it is used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.file_storage_dir)
 
 
 class LocalStorage:
@@ -57,24 +124,22 @@ class LocalStorage:
 
     def _path(self, key: str) -> Path:
         # Keys are ours (hex), but never let one escape the root.
-        if not key.isalnum():
-            raise ValueError(f"bad storage key {key!r}")
-        return self.root / key[:2] / key
+        return self.root / key[:2] / valid_key(key)
 
-    async def save(self, chunks: AsyncIterator[bytes], *, max_size: int) -> StoredBlob:
-        key = secrets.token_hex(16)
-        path = self._path(key)
-        digest = hashlib.sha256()
-        size = 0
+    async def save(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_size: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> StoredBlob:
+        blob = Measured(new_key(), chunks, max_size)
+        path = self._path(blob.key)
         handle = None
         try:
             await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
             handle = await to_thread.run_sync(path.open, "xb")
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_size:
-                    raise TooLarge()
-                digest.update(chunk)
+            async for chunk in blob:
                 await to_thread.run_sync(handle.write, chunk)
             # Closing flushes the last buffered bytes: on a full disk, this is where it fails.
             await to_thread.run_sync(handle.close)
@@ -82,11 +147,12 @@ class LocalStorage:
             if handle is not None:
                 with contextlib.suppress(OSError):
                     handle.close()
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the disk that failed the write may fail this
+                path.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                raise StorageError(exc) from exc
+                raise StorageError.from_os_error(exc) from exc
             raise
-        return StoredBlob(key=key, size=size, sha256=digest.hexdigest())
+        return blob.stored()
 
     async def open(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
         handle = await to_thread.run_sync(self._path(key).open, "rb")
@@ -95,6 +161,9 @@ class LocalStorage:
                 yield chunk
         finally:
             handle.close()
+
+    async def download_url(self, key: str) -> str | None:
+        return None
 
     async def delete(self, key: str) -> None:
         await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
@@ -109,7 +178,7 @@ class LocalStorage:
                 for shard in self.root.iterdir()
                 if shard.is_dir()
                 for entry in os.scandir(shard)
-                if entry.is_file() and entry.stat().st_mtime < limit
+                if is_blob_key(entry.name) and entry.is_file() and entry.stat().st_mtime < limit
             ]
 
         return await to_thread.run_sync(scan)
