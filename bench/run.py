@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -183,6 +184,26 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             asyncio.run(drop_database(server, API_DATABASE))
 
 
+def transfers_again(server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
+    """Only the uploads and downloads, on both storage backends (`--only transfers`)."""
+    url = asyncio.run(create_database(server, API_DATABASE))
+    try:
+        alembic_upgrade(url)
+        env = app_env(url, size, workdir)
+        app = start_server("backend.main:app", env, "/readyz")
+        try:
+            with httpx.Client(base_url=app.base_url, timeout=120) as client:
+                seeded = seed(client, large_documents=0)
+            print("uploads", flush=True)
+            results["transfers"] = transfers(app, seeded, size, workdir)
+        finally:
+            app.stop()
+        print("uploads (S3)", flush=True)
+        results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
+    finally:
+        asyncio.run(drop_database(server, API_DATABASE))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="full")
@@ -199,6 +220,11 @@ def main() -> None:
         type=lambda item: tuple(item.split("=", 1)),
         metavar="NAME=VALUE",
         help="a setting for the app under test (--size quick), e.g. AUTH_CACHE_SECONDS=0",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["transfers"],
+        help="measure this section again and rewrite the report (the rest from latest.json)",
     )
     args = parser.parse_args()
     size = SIZES[args.size]
@@ -232,7 +258,11 @@ def main() -> None:
         if size.name == "quick":
             quick(server, size, workdir, dict(args.app_env))
             return
-        everything(server, size, workdir, results)
+        if args.only:
+            results = json.loads((args.out / "latest.json").read_text())
+            transfers_again(server, size, workdir, results)
+        else:
+            everything(server, size, workdir, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

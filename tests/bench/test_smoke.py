@@ -67,6 +67,9 @@ def test_tiny_benchmark_writes_the_report_and_chart(server: URL, tmp_path: Path)
     for data in figures["vectors"]["sets"].values():
         assert all(0 <= m["recall"] <= 1 for m in data["measurements"])
     assert figures["ingestion"]["chunks"] > 0
+    for storage in ("transfers", "transfers_s3"):  # local directory and S3 (rclone serve s3)
+        assert figures[storage]["upload_mb_s"] > 0
+        assert figures[storage]["download_mb_s"] > 0
 
     report = (tmp_path / "latest.md").read_text()
     for heading in (

@@ -14,6 +14,7 @@ from backend.core.config import PROJECT_ROOT, SettingsError, settings_classes
 from tests.support.artifacts import (
     K8S,
     Manifest,
+    actionlint,
     find,
     kinds,
     load_yaml,
@@ -93,6 +94,35 @@ def test_image_holds_the_app_and_its_migrations_and_runs_as_non_root() -> None:
     assert user.split(":")[0] not in {"0", "root"}
     command = [a for i, a in runtime if i == "CMD"][-1]
     assert command.startswith('["uvicorn", "backend.main:app"')
+
+
+WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def test_github_workflow_passes_actionlint() -> None:
+    assert [path.name for path in WORKFLOWS] == ["ci.yml"]
+    assert actionlint(*WORKFLOWS) == []
+
+
+def test_actionlint_finds_what_is_wrong(tmp_path: Path) -> None:
+    """The linter above is live: a typo in an expression and a job with no runner are caught."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    steps:\n      - run: echo ${{ github.evnt }}\n")
+    messages = " / ".join(finding["message"] for finding in actionlint(broken))
+    assert '"evnt" is not defined' in messages
+    assert '"runs-on" section is missing' in messages
+
+
+def test_github_workflow_tests_then_builds_migrates_and_serves_the_image() -> None:
+    [workflow] = WORKFLOWS
+    jobs = load_yaml(workflow)["jobs"]
+    runs = {name: [step.get("run", "") for step in job["steps"]] for name, job in jobs.items()}
+    assert "python3 dev.py test" in runs["test"]
+    assert (PROJECT_ROOT / ".ci" / "run").read_text().rstrip().endswith("python3 dev.py test")
+    image = "\n".join(runs["image"])
+    for command in ("docker build", "alembic upgrade head", "--read-only", "/readyz", "/metrics"):
+        assert command in image, command
+    assert jobs["image"]["services"]["db"]["image"] == "pgvector/pgvector:pg18"
 
 
 def test_yaml_files_pass_yamllint() -> None:

