@@ -156,20 +156,29 @@ def api_throughput(
 
 
 # What logging and metrics cost, on the cheapest endpoint (where they weigh the most).
+DEFAULT_OBSERVABILITY = "request log and metrics on (the default)"
 OBSERVABILITY = [
     ("request log and metrics off", {"LOG_LEVEL": "WARNING", "METRICS": "false"}),
     ("request log on (JSON)", {"METRICS": "false"}),
-    ("request log and metrics on (the default)", {}),
+    (DEFAULT_OBSERVABILITY, {}),
+    # The collector's address is filled in when it runs.
+    ("request log, metrics and traces (OTLP to a collector)", {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}),
 ]
 
 
 def observability_cost(
     baseline: Server, endpoint: Endpoint, env: dict[str, str], size: Size, workdir: Path
 ) -> list[dict[str, Any]]:
-    """`endpoint`'s throughput with the request log and metrics off and on, each served fresh
-    and measured beside the baseline; the cost is against the all-off row's ratio."""
+    """`endpoint`'s throughput with the request log, metrics and traces off and on, each served
+    fresh and measured beside the baseline; the cost is against the all-off row's ratio.
+
+    Traces go to a sink on the load core (`bench/collector.py`), standing in for a collector
+    on another machine."""
     rows: list[dict[str, Any]] = []
+    collector = start_server("bench.collector:app", env, "/", core=LOAD_CORE)
     for label, overrides in OBSERVABILITY:
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in overrides:
+            overrides = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.base_url}
         server = start_server("backend.main:app", env | overrides, "/readyz")
         try:
             row = measure_pair(
@@ -181,4 +190,5 @@ def observability_cost(
         row["cost"] = 1 - row["ratio"] / rows[0]["ratio"] if rows else 0.0
         rows.append(row)
         print(f"  {label}: ratio {row['ratio']:.2f}, cost {row['cost']:.1%}", flush=True)
+    collector.stop()
     return rows

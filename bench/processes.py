@@ -134,8 +134,9 @@ def start_server(
     *,
     cwd: Path = PROJECT_ROOT,
     workers: int = 1,
+    core: str = SERVER_CORE,
 ) -> Server:
-    """uvicorn, no access log; waits for `ready_path` 200. One worker is pinned to SERVER_CORE;
+    """uvicorn, no access log; waits for `ready_path` 200. One worker is pinned to `core`;
     several are left to the scheduler (they are there to use every core)."""
     port = free_port()
     command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
@@ -147,7 +148,7 @@ def start_server(
     # does; shown if the server dies before it is ready.
     log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs)
     process = subprocess.Popen(
-        pinned(SERVER_CORE, command) if workers == 1 else command,
+        pinned(core, command) if workers == 1 else command,
         cwd=cwd,
         env=env,
         stdout=log,

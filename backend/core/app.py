@@ -6,6 +6,7 @@ import gc
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -21,6 +22,7 @@ from backend.core.logs import (
 )
 from backend.core.openapi import install_openapi
 from backend.core.state import AppState
+from backend.core.tracing import Tracing
 
 
 def new_app(
@@ -35,14 +37,18 @@ def new_app(
     core = state.get(Settings)
     configure_logging(core.log_level, core.logs_as)
     docs = core.docs_enabled
+    tracing = Tracing.start(core)
     app = FastAPI(
         title="backend",
         version="0.1.0",
-        lifespan=_logs_flushed_after(lifespan),
+        lifespan=_with_tracing_and_logs(lifespan),
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=Tracing.fastapi_config(tracing),
     )
+    if tracing is not None:
+        state.provide(Tracing, tracing)
     app.state.typed = state
     install_error_handlers(app)
     install_openapi(app)
@@ -68,18 +74,21 @@ def new_app(
     return app
 
 
-def _logs_flushed_after(
+def _with_tracing_and_logs(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """`lifespan`, then the log lines still held written out: a SIGTERM ends uvicorn by
-    re-raising the signal, which skips exit handlers."""
+    """`lifespan`, then the spans and log lines still held written out: a SIGTERM ends uvicorn
+    by re-raising the signal, which skips exit handlers."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
+        tracing = app.state.typed.find(Tracing)
         try:
             async with lifespan(app):
                 yield
         finally:
+            if tracing is not None:
+                await to_thread.run_sync(tracing.stop)
             flush_logs()
 
     return run

@@ -128,6 +128,12 @@ class Settings(AppSettings):
     # Count and time every request for /metrics (off: /metrics has the pool and schema only).
     metrics: bool = True
 
+    # OpenTelemetry traces (requests, SQL, outgoing HTTP) go to this OTLP/HTTP collector
+    # (http://collector:4318); unset, nothing is traced. The SDK's own OTEL_* variables
+    # (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, ...) apply as usual.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "backend"
+
     # Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com).
     # None by default: a browser app on another origin is refused until listed here.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

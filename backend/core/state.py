@@ -31,6 +31,10 @@ class AppState:
     def provide(self, kind: type[T], value: T) -> None:
         self._items[kind] = value
 
+    def find(self, kind: type[T]) -> T | None:
+        """The `kind` provided, or None (for what is optional: `Tracing` when it is off)."""
+        return cast(T | None, self._items.get(kind))
+
     def remove(self, kind: type) -> None:
         self._items.pop(kind, None)
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from backend.core.config import Settings
 from backend.core.errors import Unavailable, raises
 from backend.core.state import app_state
+from backend.core.tracing import Tracing
 from backend.db.embedded import embedded_database_url, release_embedded_database
 
 
@@ -83,6 +84,9 @@ async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = state.get(Settings)
     database = Database.of(create_engine(settings))
     state.provide(Database, database)
+    tracing = state.find(Tracing)
+    if tracing is not None:
+        tracing.trace_sql(database.engine)
     try:
         yield
     finally:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-import uvicorn
 
 from backend.core.config import SettingsError
 from backend.main import create_app
@@ -17,51 +15,28 @@ from backend.modules.knowledge_base.embeddings import (
     HashingEmbedder,
     OpenAIEmbedder,
 )
+from tests.support.loopback import read_body, respond, serve_asgi
 
 calls: list[dict[str, object]] = []
 
 
-async def stub(scope: dict[str, object], receive: object, send: object) -> None:
+async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A minimal /v1/embeddings: vector i is [len(text), i, 0, ...] of the asked dimension."""
-    assert scope["type"] in ("http", "lifespan")
-    if scope["type"] == "lifespan":
-        return
-    body = b""
-    while True:
-        message = await receive()  # type: ignore[operator]
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    request = json.loads(body)
-    calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})  # type: ignore[call-overload]
+    assert scope["type"] == "http"
+    request = json.loads(await read_body(receive))
+    calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})
     dim = 5 if request["model"] == "wrong-dim" else request["dimensions"]
     data = [
         {"index": i, "embedding": [float(len(t)), float(i)] + [0.0] * (dim - 2)}
         for i, t in enumerate(request["input"])
     ][::-1]  # out of order on purpose: the client must sort by index
-    payload = json.dumps({"data": data}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )  # type: ignore[operator]
-    await send({"type": "http.response.body", "body": payload})  # type: ignore[operator]
+    await respond(send, 200, json.dumps({"data": data}).encode(), b"application/json")
 
 
 @pytest.fixture(scope="module")
 async def stub_url() -> AsyncIterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(stub, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    await task
+    async with serve_asgi(stub) as url:
+        yield f"{url}/v1"
 
 
 async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
