@@ -92,7 +92,9 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def app_and_baseline(env: dict[str, str], size: Size) -> Iterator[tuple[Server, Server, Seed]]:
+def app_and_baseline(
+    env: dict[str, str], size: Size, large_documents: int | None = None
+) -> Iterator[tuple[Server, Server, Seed]]:
     """The app and the raw baseline served side by side, with the API's data seeded."""
     with ExitStack() as servers:
         app = start_server("backend.main:app", env, "/readyz")
@@ -100,7 +102,9 @@ def app_and_baseline(env: dict[str, str], size: Size) -> Iterator[tuple[Server, 
         baseline = start_server("bench.baseline:app", env, "/healthz")
         servers.callback(baseline.stop)
         with httpx.Client(base_url=app.base_url, timeout=120) as client:
-            seeded = seed(client, size.large_documents)
+            seeded = seed(
+                client, size.large_documents if large_documents is None else large_documents
+            )
         yield app, baseline, seeded
 
 
@@ -184,22 +188,25 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             asyncio.run(drop_database(server, API_DATABASE))
 
 
-def transfers_again(server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
-    """Only the uploads and downloads, on both storage backends (`--only transfers`)."""
+def again(section: str, server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
+    """Measure one section again (`--only`), on a database seeded as for the whole run."""
     url = asyncio.run(create_database(server, API_DATABASE))
     try:
         alembic_upgrade(url)
         env = app_env(url, size, workdir)
-        app = start_server("backend.main:app", env, "/readyz")
-        try:
-            with httpx.Client(base_url=app.base_url, timeout=120) as client:
-                seeded = seed(client, large_documents=0)
-            print("uploads", flush=True)
-            results["transfers"] = transfers(app, seeded, size, workdir)
-        finally:
-            app.stop()
-        print("uploads (S3)", flush=True)
-        results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
+        with app_and_baseline(env, size, large_documents=0) as (app, baseline, seeded):
+            if section == "observability":
+                print("observability cost", flush=True)
+                endpoint = endpoints(seeded)[0]
+                results["observability"] = observability_cost(
+                    baseline, endpoint, env, size, workdir
+                )
+            else:
+                print("uploads", flush=True)
+                results["transfers"] = transfers(app, seeded, size, workdir)
+        if section == "transfers":
+            print("uploads (S3)", flush=True)
+            results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
     finally:
         asyncio.run(drop_database(server, API_DATABASE))
 
@@ -223,7 +230,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["transfers"],
+        choices=["transfers", "observability"],
         help="measure this section again and rewrite the report (the rest from latest.json)",
     )
     args = parser.parse_args()
@@ -260,7 +267,7 @@ def main() -> None:
             return
         if args.only:
             results = json.loads((args.out / "latest.json").read_text())
-            transfers_again(server, size, workdir, results)
+            again(args.only, server, size, workdir, results)
         else:
             everything(server, size, workdir, results)
     finally:

@@ -126,7 +126,7 @@ async def test_vectors_are_stored_and_compared_as_the_embedder_made_them(
     assert stored is not None
     assert np.allclose(stored, expected, atol=1e-7)  # float4 in the column, nothing lost on the way
     response = await client.post(
-        f"{KBS}/{kb}/search", headers=headers, json={"query": text, "top_k": 1}
+        f"{KBS}/{kb}/search", headers=headers, json={"query": text, "top_k": 1, "mode": "vector"}
     )
     assert response.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-6)
 

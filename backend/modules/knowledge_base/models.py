@@ -3,7 +3,9 @@ from __future__ import annotations
 import uuid
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Computed, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import text as sql
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db.base import Base, Timestamps, UUIDPrimaryKey
@@ -52,6 +54,12 @@ class Chunk(UUIDPrimaryKey, Base):
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIM))
+    # Full-text search: the text's lexemes in the chunk's language (SEARCH_LANGUAGE when it was
+    # stored), kept by PostgreSQL itself. `UPDATE chunks SET language = 'german'` re-indexes.
+    language: Mapped[str] = mapped_column(REGCONFIG, server_default=sql("'english'::regconfig"))
+    search_vector: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector(language, text)", persisted=True)
+    )
 
     __table_args__ = (
         Index(
@@ -61,4 +69,5 @@ class Chunk(UUIDPrimaryKey, Base):
             postgresql_with={"m": 16, "ef_construction": 64},
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+        Index("ix_chunks_search_vector", "search_vector", postgresql_using="gin"),
     )

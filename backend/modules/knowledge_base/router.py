@@ -146,12 +146,15 @@ async def search(
     data: SearchQuery,
     embedder: EmbedderDep,
 ) -> SearchResults:
-    """The `top_k` chunks nearest the query in this knowledge base, best first."""
+    """The `top_k` chunks of this knowledge base that best answer the query, best first:
+    `hybrid` (default) fuses meaning (vectors) and words (full-text) by reciprocal rank;
+    `vector` and `keyword` use one alone."""
     results = await service.search(
         session,
         kb=kb,
         query=data.query,
         top_k=data.top_k,
+        mode=data.mode,
         embedder=embedder,
         settings=settings,
     )

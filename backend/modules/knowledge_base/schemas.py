@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -90,15 +90,23 @@ class DocumentRead(BaseModel):
 DocumentPage = Page[DocumentRead]
 
 
+SearchMode = Literal["vector", "keyword", "hybrid"]
+
+
 class SearchQuery(InputModel):
     query: Query
     top_k: int = Field(default=5, ge=1, le=50)
+    # hybrid: vector and keyword rankings fused (the default); vector: by meaning only;
+    # keyword: full-text only (words, "phrases", -exclusions), no embedding call.
+    mode: SearchMode = "hybrid"
 
 
 class SearchResult(BaseModel):
     chunk_id: uuid.UUID
     document_id: uuid.UUID
     text: str
+    # vector: cosine similarity; keyword: ts_rank_cd; hybrid: the fused reciprocal-rank score.
+    # Higher is better within one mode; scores of different modes do not compare.
     score: float
 
 

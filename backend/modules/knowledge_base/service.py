@@ -5,8 +5,20 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,6 +42,7 @@ from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     KnowledgeBaseCreate,
     KnowledgeBaseUpdate,
+    SearchMode,
     SearchResult,
 )
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -56,7 +69,10 @@ OLDEST_FIRST = paged(
     .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
 )
 # Vectors travel as binary real[] (backend/db/vector.py), not as 384 floats written out in text.
-INSERT_CHUNKS = insert(Chunk).values(embedding=vector_value("vector", EMBEDDING_DIM))
+INSERT_CHUNKS = insert(Chunk).values(
+    embedding=vector_value("vector", EMBEDDING_DIM),
+    language=cast(bindparam("language"), REGCONFIG),
+)
 DOCUMENTS = paged(
     select(Document)
     .where(Document.knowledge_base_id == bindparam("kb_id"))
@@ -143,6 +159,7 @@ async def _store(
     document: Document,
     pieces: Sequence[str],
     vectors: Sequence[Sequence[float]],
+    language: str,
 ) -> None:
     """The document row, then all its chunks in one multi-row insert."""
     session.add(document)
@@ -157,6 +174,7 @@ async def _store(
                 "ordinal": ordinal,
                 "text": piece,
                 "vector": vector,
+                "language": language,
             }
             for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
         ],
@@ -189,7 +207,14 @@ async def create_document(
         chunk_count=len(pieces),
         char_count=len(body),
     )
-    await _store(session, kb=kb, document=document, pieces=pieces, vectors=vectors)
+    await _store(
+        session,
+        kb=kb,
+        document=document,
+        pieces=pieces,
+        vectors=vectors,
+        language=settings.search_language,
+    )
     return document
 
 
@@ -229,17 +254,46 @@ async def search(
     kb: KnowledgeBase,
     query: str,
     top_k: int,
+    mode: SearchMode = "hybrid",
     embedder: Embedder,
     settings: KnowledgeBaseSettings,
 ) -> Sequence[SearchResult]:
-    """The `top_k` chunks of this knowledge base nearest the query (cosine), best first.
+    """The `top_k` chunks of this knowledge base that best answer the query, best first.
 
-    Small knowledge bases are scanned exactly. Large ones use the HNSW index with pgvector's
-    iterative scan, which keeps walking the graph until `top_k` rows pass the knowledge-base
-    filter instead of returning fewer.
+    `vector`: nearest by cosine. Small knowledge bases are scanned exactly; large ones use the
+    HNSW index with pgvector's iterative scan, which keeps walking the graph until `top_k` rows
+    pass the knowledge-base filter instead of returning fewer. `keyword`: PostgreSQL full-text
+    search as a search box reads it (`websearch_to_tsquery`: every word, "quoted phrases",
+    -exclusions, `or`), ranked by `ts_rank_cd`. `hybrid`: the vector ranking and a keyword
+    ranking of chunks with any of the query's words, the first HYBRID_CANDIDATES of each fused
+    by reciprocal rank (score = sum of 1 / (RRF_K + rank)), in one statement.
     """
+    if mode == "keyword":
+        parameters = {"kb_id": kb.id, "query": query, "language": settings.search_language}
+        rows = (await session.execute(KEYWORD, parameters | {"top_k": top_k})).all()
+        return [_result(r, r.score) for r in rows]
     [vector] = await embedder.embed([query])
-    return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
+    if mode == "vector":
+        return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
+    if uses_exact_search(kb, settings):
+        statement = EXACT_HYBRID
+    else:
+        await use_index_settings(session, settings)
+        statement = INDEXED_HYBRID
+    parameters = {
+        "kb_id": kb.id,
+        "vector": vector,
+        "query": query,
+        "language": settings.search_language,
+        "candidates": max(top_k, HYBRID_CANDIDATES),
+        "top_k": top_k,
+    }
+    rows = (await session.execute(statement, parameters)).all()
+    return [_result(r, r.score) for r in rows]
+
+
+def _result(row: Any, score: float) -> SearchResult:
+    return SearchResult(chunk_id=row.id, document_id=row.document_id, text=row.text, score=score)
 
 
 def uses_exact_search(kb: KnowledgeBase, settings: KnowledgeBaseSettings) -> bool:
@@ -247,7 +301,7 @@ def uses_exact_search(kb: KnowledgeBase, settings: KnowledgeBaseSettings) -> boo
     return kb.chunk_count <= settings.search_exact_max_chunks
 
 
-def _exact_nearest() -> Select[Any]:
+def _exact_nearest(limit: str = "top_k") -> Select[Any]:
     # MATERIALIZED: the planner computes every distance in the knowledge base (exact) instead of
     # walking the index and filtering afterwards.
     scoped = (
@@ -260,27 +314,88 @@ def _exact_nearest() -> Select[Any]:
     return (
         select(scoped.c.id, scoped.c.document_id, scoped.c.text, distance)
         .order_by(distance)
-        .limit(bindparam("top_k"))
+        .limit(bindparam(limit))
     )
 
 
-def _indexed_nearest() -> Select[Any]:
+def _indexed_nearest(limit: str = "top_k") -> Select[Any]:
     distance = Chunk.embedding.cosine_distance(_QUERY_VECTOR).label("distance")
     nearest = (
         select(Chunk.id, Chunk.document_id, Chunk.text, distance)
         .where(Chunk.knowledge_base_id == bindparam("kb_id"))
         .order_by(distance)
-        .limit(bindparam("top_k"))
+        .limit(bindparam(limit))
         .subquery()
     )
     # relaxed_order may return rows slightly out of order: sort the final few again.
     return select(nearest).order_by(nearest.c.distance)
 
 
+def _all_words() -> ColumnElement[Any]:
+    """The query as a search box reads it: every word, "phrases", -exclusions, `or`."""
+    return func.websearch_to_tsquery(cast(bindparam("language"), REGCONFIG), bindparam("query"))
+
+
+def _any_word() -> ColumnElement[Any]:
+    """Any of the query's words (stemmed, stop words dropped): a question's words are not all
+    in the passage that answers it. PostgreSQL's own text of the AND query, with OR instead
+    (lexemes never hold spaces), read back as a tsquery."""
+    plain = func.plainto_tsquery(cast(bindparam("language"), REGCONFIG), bindparam("query"))
+    return cast(func.replace(cast(plain, Text), " & ", " | "), TSQUERY)
+
+
+def _keyword(limit: str = "top_k", words: ColumnElement[Any] | None = None) -> Select[Any]:
+    # The tsquery in a scalar subquery: computed once, and a constant the GIN index can use.
+    tsquery = select(_all_words() if words is None else words).scalar_subquery()
+    score = func.ts_rank_cd(Chunk.search_vector, tsquery).label("score")
+    return (
+        select(Chunk.id, Chunk.document_id, Chunk.text, score)
+        .where(Chunk.knowledge_base_id == bindparam("kb_id"), Chunk.search_vector.op("@@")(tsquery))
+        .order_by(score.desc(), Chunk.id)
+        .limit(bindparam(limit))
+    )
+
+
+def _hybrid(nearest: Select[Any]) -> Select[Any]:
+    """Reciprocal rank fusion of `nearest` and the keyword ranking, each cut at `candidates`."""
+    by_vector = nearest.subquery("by_vector")
+    by_keyword = _keyword(limit="candidates", words=_any_word()).subquery("by_keyword")
+    ranked = union_all(
+        select(
+            by_vector.c.id,
+            func.row_number().over(order_by=by_vector.c.distance).label("rank"),
+        ),
+        select(
+            by_keyword.c.id,
+            func.row_number()
+            .over(order_by=(by_keyword.c.score.desc(), by_keyword.c.id))
+            .label("rank"),
+        ),
+    ).subquery("ranked")
+    fused = (
+        select(ranked.c.id, func.sum(1.0 / (RRF_K + ranked.c.rank)).label("score"))
+        .group_by(ranked.c.id)
+        .subquery("fused")
+    )
+    return (
+        select(Chunk.id, Chunk.document_id, Chunk.text, fused.c.score)
+        .join(fused, fused.c.id == Chunk.id)
+        .order_by(fused.c.score.desc(), Chunk.id)
+        .limit(bindparam("top_k"))
+    )
+
+
+# Reciprocal rank fusion's constant (Cormack et al.'s 60), and how deep each ranking is read.
+RRF_K = 60
+HYBRID_CANDIDATES = 50
+
 # Built once with bind parameters: building these per request cost more CPU than running them.
 _QUERY_VECTOR = query_vector("vector", EMBEDDING_DIM)
 EXACT_NEAREST = _exact_nearest()
 INDEXED_NEAREST = _indexed_nearest()
+KEYWORD = _keyword()
+EXACT_HYBRID = _hybrid(_exact_nearest(limit="candidates"))
+INDEXED_HYBRID = _hybrid(_indexed_nearest(limit="candidates"))
 _INDEX_SETTINGS = "knowledge_base.hnsw_settings"
 
 

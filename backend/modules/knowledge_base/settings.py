@@ -11,6 +11,13 @@ from backend.core.config import AppSettings
 from backend.core.state import provided
 from backend.modules.knowledge_base.models import EMBEDDING_DIM
 
+TextSearchLanguage = Literal[
+    "simple", "arabic", "armenian", "basque", "catalan", "danish", "dutch", "english",
+    "finnish", "french", "german", "greek", "hindi", "hungarian", "indonesian", "irish",
+    "italian", "lithuanian", "nepali", "norwegian", "portuguese", "romanian", "russian",
+    "serbian", "spanish", "swedish", "tamil", "turkish", "yiddish",
+]  # fmt: skip
+
 
 class KnowledgeBaseSettings(AppSettings):
     chunk_size: int = Field(default=1000, ge=50)
@@ -28,6 +35,9 @@ class KnowledgeBaseSettings(AppSettings):
     search_ef_search: int = Field(default=100, ge=1, le=1000)
     # pgvector's iterative index scan: keeps walking the graph until top_k rows pass the filter.
     search_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
+    # The full-text configuration new chunks are indexed with and queries parsed with: one of
+    # PostgreSQL's own (`simple` only lower-cases; the others also stem and drop stop words).
+    search_language: TextSearchLanguage = "english"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
