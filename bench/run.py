@@ -92,9 +92,7 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def app_and_baseline(
-    env: dict[str, str], size: Size, large_documents: int | None = None
-) -> Iterator[tuple[Server, Server, Seed]]:
+def app_and_baseline(env: dict[str, str], size: Size) -> Iterator[tuple[Server, Server, Seed]]:
     """The app and the raw baseline served side by side, with the API's data seeded."""
     with ExitStack() as servers:
         app = start_server("backend.main:app", env, "/readyz")
@@ -102,9 +100,7 @@ def app_and_baseline(
         baseline = start_server("bench.baseline:app", env, "/healthz")
         servers.callback(baseline.stop)
         with httpx.Client(base_url=app.base_url, timeout=120) as client:
-            seeded = seed(
-                client, size.large_documents if large_documents is None else large_documents
-            )
+            seeded = seed(client, size.large_documents)
         yield app, baseline, seeded
 
 
@@ -188,23 +184,28 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             asyncio.run(drop_database(server, API_DATABASE))
 
 
-def again(section: str, server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
-    """Measure one section again (`--only`), on a database seeded as for the whole run."""
+def again(
+    sections: list[str], server: URL, size: Size, workdir: Path, results: dict[str, Any]
+) -> None:
+    """Measure some sections again (`--only`), on a database seeded as for the whole run."""
     url = asyncio.run(create_database(server, API_DATABASE))
     try:
         alembic_upgrade(url)
         env = app_env(url, size, workdir)
-        with app_and_baseline(env, size, large_documents=0) as (app, baseline, seeded):
-            if section == "observability":
+        with app_and_baseline(env, size) as (app, baseline, seeded):
+            if "observability" in sections:
                 print("observability cost", flush=True)
                 endpoint = endpoints(seeded)[0]
                 results["observability"] = observability_cost(
                     baseline, endpoint, env, size, workdir
                 )
-            else:
+            if "transfers" in sections:
                 print("uploads", flush=True)
                 results["transfers"] = transfers(app, seeded, size, workdir)
-        if section == "transfers":
+        if "mixed" in sections:
+            print(f"mixed load ({CONNECTIONS} connections)", flush=True)
+            results["mixed"] = mixed_load(env, seeded, size, workdir)
+        if "transfers" in sections:
             print("uploads (S3)", flush=True)
             results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
     finally:
@@ -230,8 +231,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["transfers", "observability"],
-        help="measure this section again and rewrite the report (the rest from latest.json)",
+        action="append",
+        choices=["transfers", "observability", "mixed"],
+        help="measure this section again and rewrite the report (the rest from latest.json); "
+        "repeatable",
     )
     args = parser.parse_args()
     size = SIZES[args.size]

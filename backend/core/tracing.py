@@ -1,8 +1,7 @@
-"""OpenTelemetry traces: one span per request (named by its route template, with FastAPI's own
-spans for dependencies, the endpoint and serialization under it), one per SQL statement, one per
-outgoing HTTP call (the embedder's). Off unless OTEL_EXPORTER_OTLP_ENDPOINT names a collector;
-then spans go there over OTLP/HTTP in batches from a background thread, so a slow or absent
-collector never holds a request up.
+"""OpenTelemetry traces: one span per request (named by its route template), one per SQL
+statement, one per outgoing HTTP call (the embedder's). Off unless OTEL_EXPORTER_OTLP_ENDPOINT
+names a collector; then spans go there over OTLP/HTTP in batches from a background thread, so a
+slow or absent collector never holds a request up.
 """
 
 from __future__ import annotations
@@ -59,7 +58,16 @@ class Tracing:
         """`FastAPI(telemetry=...)`: FastAPI's own request spans, on this provider."""
         if tracing is None:
             return OFF
-        return {**OFF, "tracing": True, "tracer_provider": tracing.provider, "exclude": _untraced}
+        return {
+            **OFF,
+            "tracing": True,
+            "tracer_provider": tracing.provider,
+            "exclude": _untraced,
+            # FastAPI's spans for dependency solving, the endpoint and serialization: three
+            # more per request, most of tracing's cost on a cheap endpoint. Turn them on here
+            # to see inside a slow handler.
+            "operation_spans": False,
+        }
 
     def trace_sql(self, engine: AsyncEngine) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor

@@ -18,14 +18,23 @@ from backend.modules.knowledge_base.embeddings import (
 from tests.support.loopback import read_body, respond, serve_asgi
 
 calls: list[dict[str, object]] = []
+# Statuses to answer with before answering properly, first first (a 429 says Retry-After: 0).
+failures: list[int] = []
 
 
 async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """A minimal /v1/embeddings: vector i is [len(text), i, 0, ...] of the asked dimension."""
+    """A minimal /v1/embeddings: vector i is [len(text), i, 0, ...], of the dimension asked
+    (`dimensions`) or 384 (the column's), or 5 for the model "wrong-dim"."""
     assert scope["type"] == "http"
     request = json.loads(await read_body(receive))
     calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})
-    dim = 5 if request["model"] == "wrong-dim" else request["dimensions"]
+    if failures:
+        status = failures.pop(0)
+        headers = [(b"retry-after", b"0")] if status == 429 else []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"busy"})
+        return
+    dim = 5 if request["model"] == "wrong-dim" else request.get("dimensions", 384)
     data = [
         {"index": i, "embedding": [float(len(t)), float(i)] + [0.0] * (dim - 2)}
         for i, t in enumerate(request["input"])
@@ -39,11 +48,27 @@ async def stub_url() -> AsyncIterator[str]:
         yield f"{url}/v1"
 
 
-async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
+@pytest.fixture(autouse=True)
+def fresh_stub() -> None:
     calls.clear()
-    embedder = OpenAIEmbedder(
-        base_url=stub_url, model="m", dimension=8, api_key="sk-test", batch_size=2, timeout=5
-    )
+    failures.clear()
+
+
+def remote(url: str, **options: Any) -> OpenAIEmbedder:
+    settings: dict[str, Any] = {
+        "model": "m",
+        "dimension": 8,
+        "request_dimensions": 8,
+        "api_key": None,
+        "batch_size": 8,
+        "timeout": 5,
+        "max_backoff": 0.05,
+    }
+    return OpenAIEmbedder(base_url=url, **(settings | options))
+
+
+async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
+    embedder = remote(stub_url, api_key="sk-test", batch_size=2)
     texts = ["a", "bb", "ccc", "dddd", "eeeee"]
     vectors = await embedder.embed(texts)
     await embedder.aclose()
@@ -52,26 +77,60 @@ async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
     assert all(len(v) == 8 for v in vectors)
     assert [len(c["input"]) for c in calls] == [2, 2, 1]  # type: ignore[arg-type]
     assert calls[0]["auth"] == b"Bearer sk-test"
+    assert calls[0]["dimensions"] == 8
+
+
+async def test_dimensions_are_sent_only_when_configured(stub_url: str) -> None:
+    """vLLM answers 400 to `dimensions` for a model that cannot shorten its vectors."""
+    embedder = remote(stub_url, dimension=384, request_dimensions=None)
+    [vector] = await embedder.embed(["x"])
+    await embedder.aclose()
+    assert len(vector) == 384
+    assert "dimensions" not in calls[0]
+
+
+async def test_rate_limits_and_server_errors_are_retried(stub_url: str) -> None:
+    failures.extend([429, 503, 502])
+    embedder = remote(stub_url, retries=3)
+    vectors = await embedder.embed(["a", "bb"])
+    await embedder.aclose()
+    assert [v[0] for v in vectors] == [1.0, 2.0]
+    assert len(calls) == 4  # three refusals, then the answer
+
+
+async def test_retries_end_in_a_502_and_a_client_error_is_not_retried(stub_url: str) -> None:
+    failures.extend([503] * 10)
+    embedder = remote(stub_url, retries=2)
+    with pytest.raises(EmbeddingError, match="503") as info:
+        await embedder.embed(["x"])
+    assert info.value.status_code == 502
+    assert len(calls) == 3
+    failures[:] = [400]
+    calls.clear()
+    with pytest.raises(EmbeddingError, match="400"):
+        await embedder.embed(["x"])
+    assert len(calls) == 1
+    await embedder.aclose()
+
+
+async def test_query_and_passage_prefixes(stub_url: str) -> None:
+    """e5 and nomic-embed were trained with them; without, their retrieval quality drops."""
+    embedder = remote(stub_url, prefixes={"query": "query: ", "passage": "passage: "})
+    await embedder.embed(["stored text"])
+    await embedder.embed(["what is asked"], kind="query")
+    await embedder.aclose()
+    assert [c["input"] for c in calls] == [["passage: stored text"], ["query: what is asked"]]
 
 
 async def test_a_model_with_another_dimension_is_a_clear_error(stub_url: str) -> None:
-    embedder = OpenAIEmbedder(
-        base_url=stub_url, model="wrong-dim", dimension=8, api_key=None, batch_size=8, timeout=5
-    )
+    embedder = remote(stub_url, model="wrong-dim")
     with pytest.raises(EmbeddingError, match="5-dimensional vectors; EMBEDDING_DIM is 8"):
         await embedder.embed(["x"])
     await embedder.aclose()
 
 
 async def test_an_unreachable_service_is_a_502_error() -> None:
-    embedder = OpenAIEmbedder(
-        base_url="http://127.0.0.1:1/v1",
-        model="m",
-        dimension=8,
-        api_key=None,
-        batch_size=8,
-        timeout=2,
-    )
+    embedder = remote("http://127.0.0.1:1/v1", retries=2)  # each retry refused too
     with pytest.raises(EmbeddingError) as info:
         await embedder.embed(["x"])
     assert info.value.status_code == 502

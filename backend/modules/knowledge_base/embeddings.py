@@ -5,13 +5,21 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 import numpy as np
 from anyio import to_thread
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
 
 from backend.core.errors import AppError
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -22,11 +30,15 @@ class EmbeddingError(AppError):
     detail = "The embedding service failed"
 
 
+TextKind = Literal["passage", "query"]
+
+
 class Embedder(Protocol):
     dimension: int
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One L2-normalised vector of `dimension` floats per text, in order."""
+    async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> list[list[float]]:
+        """One L2-normalised vector of `dimension` floats per text, in order. `kind`: what is
+        stored (`passage`) or searched with (`query`); some models embed them differently."""
         ...
 
     async def aclose(self) -> None:
@@ -95,7 +107,7 @@ class HashingEmbedder:
     # microseconds, less than handing them to a thread and back.
     INLINE_CHARS = 2_000
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> list[list[float]]:
         if sum(map(len, texts)) <= self.INLINE_CHARS:
             return [self._embed_one(text) for text in texts]
         # CPU work: a long document would otherwise stall every other request on this worker.
@@ -114,26 +126,52 @@ class OpenAIEmbedder:
         api_key: str | None,
         batch_size: int,
         timeout: float,
+        request_dimensions: int | None = None,
+        prefixes: Mapping[TextKind, str] | None = None,
+        retries: int = 4,
+        max_backoff: float = 8.0,
     ) -> None:
         self.dimension = dimension
         self.model = model
         self.batch_size = batch_size
+        self.request_dimensions = request_dimensions
+        self.prefixes = dict(prefixes or {})
+        self.retries = retries
+        self.max_backoff = max_backoff
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout
         )
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> list[list[float]]:
+        prefix = self.prefixes.get(kind, "")
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
-            vectors += await self._batch(list(texts[start : start + self.batch_size]))
+            batch = [prefix + text for text in texts[start : start + self.batch_size]]
+            vectors += await self._batch(batch)
         return vectors
 
+    async def _post(self, payload: dict[str, object]) -> httpx.Response:
+        """POST /embeddings; a 429, a 5xx or a dropped connection is retried with exponential
+        backoff and jitter (at least what Retry-After asks), `retries` times."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_RetryAfter(wait_random_exponential(multiplier=0.25, max=self.max_backoff)),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                response = await self._client.post("embeddings", json=payload)
+                response.raise_for_status()
+        return response
+
     async def _batch(self, texts: list[str]) -> list[list[float]]:
-        payload = {"model": self.model, "input": texts, "dimensions": self.dimension}
+        payload: dict[str, object] = {"model": self.model, "input": texts}
+        if self.request_dimensions is not None:  # vLLM refuses it for most models
+            payload["dimensions"] = self.request_dimensions
         try:
-            response = await self._client.post("embeddings", json=payload)
-            response.raise_for_status()
+            response = await self._post(payload)
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in data]
         except httpx.HTTPError as exc:
@@ -156,6 +194,31 @@ class OpenAIEmbedder:
         await self._client.aclose()
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: rate limited, the server's own failure, or the network's."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return status == 429 or status >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+class _RetryAfter(wait_base):
+    """The backoff, or the server's Retry-After when it asks for longer (capped at a minute)."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = float(self.backoff(retry_state))
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        if isinstance(failure, httpx.HTTPStatusError):
+            asked = failure.response.headers.get("retry-after", "")
+            if asked.isdigit():
+                wait = max(wait, min(float(asked), 60.0))
+        return wait
+
+
 def create_embedder(settings: KnowledgeBaseSettings) -> Embedder:
     if settings.embedding_provider == "openai":
         key = settings.embedding_api_key
@@ -166,5 +229,11 @@ def create_embedder(settings: KnowledgeBaseSettings) -> Embedder:
             api_key=key.get_secret_value() if key else None,
             batch_size=settings.embedding_batch_size,
             timeout=settings.embedding_timeout,
+            request_dimensions=settings.embedding_request_dimensions,
+            prefixes={
+                "query": settings.embedding_query_prefix,
+                "passage": settings.embedding_passage_prefix,
+            },
+            retries=settings.embedding_retries,
         )
     return HashingEmbedder(settings.embedding_dim)

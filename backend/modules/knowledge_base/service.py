@@ -272,7 +272,7 @@ async def search(
         parameters = {"kb_id": kb.id, "query": query, "language": settings.search_language}
         rows = (await session.execute(KEYWORD, parameters | {"top_k": top_k})).all()
         return [_result(r, r.score) for r in rows]
-    [vector] = await embedder.embed([query])
+    [vector] = await embedder.embed([query], kind="query")
     if mode == "vector":
         return await nearest_chunks(session, kb=kb, vector=vector, top_k=top_k, settings=settings)
     if uses_exact_search(kb, settings):
@@ -347,11 +347,16 @@ def _any_word() -> ColumnElement[Any]:
 def _keyword(limit: str = "top_k", words: ColumnElement[Any] | None = None) -> Select[Any]:
     # The tsquery in a scalar subquery: computed once, and a constant the GIN index can use.
     tsquery = select(_all_words() if words is None else words).scalar_subquery()
-    score = func.ts_rank_cd(Chunk.search_vector, tsquery).label("score")
-    return (
-        select(Chunk.id, Chunk.document_id, Chunk.text, score)
+    matching = (
+        select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.search_vector)
         .where(Chunk.knowledge_base_id == bindparam("kb_id"), Chunk.search_vector.op("@@")(tsquery))
-        .order_by(score.desc(), Chunk.id)
+        .limit(KEYWORD_SCAN_LIMIT)
+        .subquery("matching")
+    )
+    score = func.ts_rank_cd(matching.c.search_vector, tsquery).label("score")
+    return (
+        select(matching.c.id, matching.c.document_id, matching.c.text, score)
+        .order_by(score.desc(), matching.c.id)
         .limit(bindparam(limit))
     )
 
@@ -388,6 +393,11 @@ def _hybrid(nearest: Select[Any]) -> Select[Any]:
 # Reciprocal rank fusion's constant (Cormack et al.'s 60), and how deep each ranking is read.
 RRF_K = 60
 HYBRID_CANDIDATES = 50
+# Chunks ranked by words at most: ranking reads each matching chunk's tsvector, and a common
+# word matches most of a large knowledge base (measured on the bench's 6,408 chunks: 76-96 ms
+# to rank 6,000 matches, 3-5 ms for 500, against 5-10 ms for the vector half). Past it, the
+# ranking is of the first 500 matches found, not of all.
+KEYWORD_SCAN_LIMIT = 500
 
 # Built once with bind parameters: building these per request cost more CPU than running them.
 _QUERY_VECTOR = query_vector("vector", EMBEDDING_DIM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 from fastapi import Depends
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from backend.core.config import AppSettings
 from backend.core.state import provided
@@ -30,6 +30,15 @@ class KnowledgeBaseSettings(AppSettings):
     embedding_api_key: SecretStr | None = None
     embedding_batch_size: int = Field(default=64, ge=1)
     embedding_timeout: float = Field(default=30.0, gt=0)
+    # A 429, a 5xx or a dropped connection is retried this many times, with backoff.
+    embedding_retries: int = Field(default=4, ge=0, le=10)
+    # Sent as `dimensions` when set, for models that can shorten their vectors (OpenAI's
+    # text-embedding-3: set it to EMBEDDING_DIM). Unset, not sent: vLLM refuses it for most models.
+    embedding_request_dimensions: int | None = Field(default=None, ge=1)
+    # Put before each text, for models trained with them (e5: "query: " and "passage: ";
+    # nomic-embed: "search_query: " and "search_document: ").
+    embedding_query_prefix: str = ""
+    embedding_passage_prefix: str = ""
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
     search_ef_search: int = Field(default=100, ge=1, le=1000)
@@ -38,6 +47,11 @@ class KnowledgeBaseSettings(AppSettings):
     # The full-text configuration new chunks are indexed with and queries parsed with: one of
     # PostgreSQL's own (`simple` only lower-cases; the others also stem and drop stop words).
     search_language: TextSearchLanguage = "english"
+
+    @field_validator("embedding_request_dimensions", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
