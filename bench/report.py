@@ -451,6 +451,22 @@ def observability_section(results: dict[str, Any]) -> list[str]:
             f"| {row['setup']} | {row['app']['rps']:,.0f} | {row['ratio']:.2f}x | "
             f"{row['cost']:.1%} |"
         )
+    middleware = results.get("middleware_us")
+    if middleware:
+        api_cpu = {row["endpoint"]: row["app"]["cpu_us"] for row in results.get("api", [])}
+        me = api_cpu.get(rows[0]["endpoint"])
+        out += [
+            "",
+            "The same, in-process and steadier (`bench/middleware.py`): each middleware chain "
+            "driven directly, CPU per request"
+            + (f", and as a share of `{rows[0]['endpoint']}`'s {me:.0f} us:" if me else ":"),
+            "",
+            "| middleware | CPU us per request | share |",
+            "| --- | ---: | ---: |",
+        ]
+        for name, us in middleware.items():
+            share = f"{us / me:.1%}" if me else "-"
+            out.append(f"| {name} | {us:.1f} | {share} |")
     return out
 
 

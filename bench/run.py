@@ -36,6 +36,7 @@ from bench.db import alembic_upgrade, create_database, drop_database, dsn, scrat
 from bench.ladder import RUNGS, ladder
 from bench.layers import cpu_by_layer
 from bench.load import ensure_wrk
+from bench.middleware import middleware_cost
 from bench.mixed import CONNECTIONS, mixed_load
 from bench.processes import (
     LOAD_CORE,
@@ -152,6 +153,7 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             measured = endpoints(seeded)[:4]
             print("observability cost", flush=True)
             results["observability"] = observability_cost(baseline, measured[0], env, size, workdir)
+            results["middleware_us"] = middleware_cost()
             cpu_us = {row["endpoint"]: row["app"]["cpu_us"] for row in results["api"]}
             if size.profile_seconds:
                 print("CPU by layer", flush=True)
@@ -199,6 +201,7 @@ def again(
                 results["observability"] = observability_cost(
                     baseline, endpoint, env, size, workdir
                 )
+                results["middleware_us"] = middleware_cost()
             if "transfers" in sections:
                 print("uploads", flush=True)
                 results["transfers"] = transfers(app, seeded, size, workdir)

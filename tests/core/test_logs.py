@@ -4,6 +4,7 @@ per request with its route template, the request id on each line of the request,
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from pathlib import Path
@@ -12,7 +13,15 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import URL
 
-from backend.core.logs import route_template, usable_request_id
+from backend.core.logs import (
+    RecordRequests,
+    RequestIds,
+    configure_logging,
+    flush_logs,
+    request_log,
+    route_template,
+    usable_request_id,
+)
 from tests.support import db
 from tests.support.server import uvicorn_server
 
@@ -100,3 +109,46 @@ def test_a_route_template_names_its_parameters_and_unmatched_paths_are_one_label
         "/api/v1/files/{file_id}"
     )
     assert route_template({"path": "/wp-admin/setup.php", "path_params": {}}) == "<unmatched>"
+
+
+async def _one_request(app: Any) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "route": object()}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await app(scope, receive, send)
+
+
+async def test_request_lines_reach_a_handler_a_team_adds(capsys: Any) -> None:
+    """The request line skips the logging machinery only while our handler alone would get
+    it: the line is the same either way, and a handler added for it receives it."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    configure_logging("INFO", "json")
+    app = RequestIds(RecordRequests(ok, with_metrics=False))
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    added = Keep()
+    try:
+        await _one_request(app)  # the direct path
+        request_log.addHandler(added)
+        await _one_request(app)  # through logging, to both handlers
+    finally:
+        request_log.removeHandler(added)
+        flush_logs()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["message"][:11] for line in lines] == ["GET /x 204 "] * 2
+    assert [list(line) for line in lines] == [list(lines[1])] * 2  # same fields, same order
+    assert lines[0]["request_id"] != lines[1]["request_id"]
+    assert [record.getMessage()[:11] for record in kept] == ["GET /x 204 "]
