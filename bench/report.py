@@ -437,19 +437,21 @@ def observability_section(results: dict[str, Any]) -> list[str]:
         "",
         "## What the request log, metrics and traces cost",
         "",
-        f"`{rows[0]['endpoint']}` served once per row, each beside the baseline: logging a JSON "
+        f"`{rows[0]['endpoint']}` beside the baseline, each setup served several times by turns "
+        "(a fresh server's ratio moves by ±0.1; each row is the median server's): logging a JSON "
         "line per request (to a file, as a container's log is), counting it for `/metrics`, "
         "and tracing it (spans batched over OTLP/HTTP to a sink on the load core), off and on. "
         "The cost is the loss of throughput ratio against the all-off row. Tracing is off "
         "unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set.",
         "",
-        "| setup | app req/s | ratio | cost |",
+        "| setup | app req/s | ratio (each server's) | cost |",
         "| --- | ---: | ---: | ---: |",
     ]
     for row in rows:
+        each = ", ".join(f"{ratio:.2f}" for ratio in row.get("ratios", []))
         out.append(
-            f"| {row['setup']} | {row['app']['rps']:,.0f} | {row['ratio']:.2f}x | "
-            f"{row['cost']:.1%} |"
+            f"| {row['setup']} | {row['app']['rps']:,.0f} | {row['ratio']:.2f}x"
+            f"{f' ({each})' if each else ''} | {row['cost']:.1%} |"
         )
     middleware = results.get("middleware_us")
     if middleware:
