@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from backend.core.errors import raises
 from backend.core.state import app_state, provided
@@ -14,6 +14,7 @@ from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.models import KnowledgeBase
+from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from backend.modules.user.dependencies import CurrentUser
 
@@ -24,14 +25,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app_state(app)
     embedder = create_embedder(state.get(KnowledgeBaseSettings))
     state.provide(Embedder, embedder)
+    reranker = Reranker.from_settings(state.get(KnowledgeBaseSettings))
+    if reranker is not None:
+        state.provide(Reranker, reranker)
     try:
         yield
     finally:
         state.remove(Embedder)
+        state.remove(Reranker)
         await embedder.aclose()
+        if reranker is not None:
+            await reranker.aclose()
 
 
 EmbedderDep = Annotated[Embedder, Depends(provided(Embedder))]
+
+
+async def optional_reranker(request: Request) -> Reranker | None:
+    """The reranker, or None when RERANK_URL is not set."""
+    return app_state(request.app).find(Reranker)
+
+
+RerankerDep = Annotated[Reranker | None, Depends(optional_reranker)]
 
 
 @raises(KnowledgeBaseNotFound)

@@ -151,27 +151,14 @@ class OpenAIEmbedder:
             vectors += await self._batch(batch)
         return vectors
 
-    async def _post(self, payload: dict[str, object]) -> httpx.Response:
-        """POST /embeddings; a 429, a 5xx or a dropped connection is retried with exponential
-        backoff and jitter (at least what Retry-After asks), `retries` times."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retries + 1),
-            wait=_RetryAfter(wait_random_exponential(multiplier=0.25, max=self.max_backoff)),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                response = await self._client.post("embeddings", json=payload)
-                response.raise_for_status()
-        return response
-
     async def _batch(self, texts: list[str]) -> list[list[float]]:
         payload: dict[str, object] = {"model": self.model, "input": texts}
         if self.request_dimensions is not None:  # vLLM refuses it for most models
             payload["dimensions"] = self.request_dimensions
         try:
-            response = await self._post(payload)
+            response = await post_retrying(
+                self._client, "embeddings", payload, self.retries, self.max_backoff
+            )
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in data]
         except httpx.HTTPError as exc:
@@ -192,6 +179,29 @@ class OpenAIEmbedder:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def post_retrying(
+    client: httpx.AsyncClient,
+    path: str,
+    payload: object,
+    retries: int,
+    max_backoff: float = 8.0,
+) -> httpx.Response:
+    """POST `payload` as JSON; a 429, a 5xx or a dropped connection is retried with exponential
+    backoff and jitter (at least what Retry-After asks), `retries` times. Raises httpx's error
+    for the last failure, or at once for any other 4xx."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=_RetryAfter(wait_random_exponential(multiplier=0.25, max=max_backoff)),
+        retry=retry_if_exception(_transient),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            response = await client.post(path, json=payload)
+            response.raise_for_status()
+    return response
 
 
 def _transient(exc: BaseException) -> bool:

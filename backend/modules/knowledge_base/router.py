@@ -13,6 +13,7 @@ from backend.modules.knowledge_base.dependencies import (
     EmbedderDep,
     OwnedKnowledgeBase,
     OwnedKnowledgeBaseForUpdate,
+    RerankerDep,
     lifespan,
 )
 from backend.modules.knowledge_base.embeddings import EmbeddingError
@@ -23,6 +24,7 @@ from backend.modules.knowledge_base.exceptions import (
     SourceFileNotFound,
     UnsupportedDocumentType,
 )
+from backend.modules.knowledge_base.rerank import RerankError
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     DocumentPage,
@@ -137,7 +139,7 @@ async def delete_document(
     "/{kb_id}/search",
     response_model=SearchResults,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(EmbeddingError),
+    responses=error_responses(EmbeddingError, RerankError),
 )
 async def search(
     settings: KnowledgeBaseSettingsDep,
@@ -145,6 +147,7 @@ async def search(
     kb: OwnedKnowledgeBase,
     data: SearchQuery,
     embedder: EmbedderDep,
+    reranker: RerankerDep,
 ) -> SearchResults:
     """The `top_k` chunks of this knowledge base that best answer the query, best first:
     `hybrid` (default) fuses meaning (vectors) and words (full-text) by reciprocal rank;
@@ -156,6 +159,7 @@ async def search(
         top_k=data.top_k,
         mode=data.mode,
         embedder=embedder,
+        reranker=reranker,
         settings=settings,
     )
     return SearchResults(results=results)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.pagination import PageParams, paged
+from backend.db.session import release_connection
 from backend.db.vector import query_vector, vector_value
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
@@ -38,6 +39,7 @@ from backend.modules.knowledge_base.exceptions import (
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk, Document, KnowledgeBase
+from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     KnowledgeBaseCreate,
@@ -257,6 +259,7 @@ async def search(
     mode: SearchMode = "hybrid",
     embedder: Embedder,
     settings: KnowledgeBaseSettings,
+    reranker: Reranker | None = None,
 ) -> Sequence[SearchResult]:
     """The `top_k` chunks of this knowledge base that best answer the query, best first.
 
@@ -267,7 +270,30 @@ async def search(
     -exclusions, `or`), ranked by `ts_rank_cd`. `hybrid`: the vector ranking and a keyword
     ranking of chunks with any of the query's words, the first HYBRID_CANDIDATES of each fused
     by reciprocal rank (score = sum of 1 / (RRF_K + rank)), in one statement.
+
+    With a reranker, RERANK_CANDIDATES chunks are found that way and the reranker's top_k of
+    them returned, scored by it.
     """
+    wanted = top_k if reranker is None else max(top_k, settings.rerank_candidates)
+    found = await _search(
+        session, kb=kb, query=query, top_k=wanted, mode=mode, embedder=embedder, settings=settings
+    )
+    if reranker is None:
+        return found
+    await release_connection(session)  # the reranker's round trip needs no connection
+    return await reranker.rerank(query, found, top_k)
+
+
+async def _search(
+    session: AsyncSession,
+    *,
+    kb: KnowledgeBase,
+    query: str,
+    top_k: int,
+    mode: SearchMode,
+    embedder: Embedder,
+    settings: KnowledgeBaseSettings,
+) -> Sequence[SearchResult]:
     if mode == "keyword":
         parameters = {"kb_id": kb.id, "query": query, "language": settings.search_language}
         rows = (await session.execute(KEYWORD, parameters | {"top_k": top_k})).all()

@@ -39,6 +39,15 @@ class KnowledgeBaseSettings(AppSettings):
     # nomic-embed: "search_query: " and "search_document: ").
     embedding_query_prefix: str = ""
     embedding_passage_prefix: str = ""
+    # Optional reranking (a cross-encoder behind HTTP): off while RERANK_URL is empty. `tei`:
+    # Hugging Face TEI's POST /rerank; `cohere`: POST /rerank in Cohere's shape (Jina, vLLM,
+    # Infinity). A search reranks this many candidates and keeps its top_k.
+    rerank_url: str = ""
+    rerank_api: Literal["tei", "cohere"] = "tei"
+    rerank_model: str = ""
+    rerank_api_key: SecretStr | None = None
+    rerank_timeout: float = Field(default=10.0, gt=0)
+    rerank_candidates: int = Field(default=20, ge=1, le=200)
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
     search_ef_search: int = Field(default=100, ge=1, le=1000)
