@@ -51,6 +51,8 @@ from bench.sizes import SIZES, Size
 from bench.transfers import index_cost, ingestion, transfers, transfers_s3
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
+# Calls per round of the in-process middleware measurement.
+MIDDLEWARE_CALLS = {"tiny": 2_000, "quick": 20_000, "full": 20_000}
 
 
 API_DATABASE = "bench_api"
@@ -153,7 +155,7 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             measured = endpoints(seeded)[:4]
             print("observability cost", flush=True)
             results["observability"] = observability_cost(baseline, measured[0], env, size, workdir)
-            results["middleware_us"] = middleware_cost()
+            results["middleware_us"] = middleware_cost(MIDDLEWARE_CALLS[size.name])
             cpu_us = {row["endpoint"]: row["app"]["cpu_us"] for row in results["api"]}
             if size.profile_seconds:
                 print("CPU by layer", flush=True)
@@ -201,7 +203,7 @@ def again(
                 results["observability"] = observability_cost(
                     baseline, endpoint, env, size, workdir
                 )
-                results["middleware_us"] = middleware_cost()
+                results["middleware_us"] = middleware_cost(MIDDLEWARE_CALLS[size.name])
             if "transfers" in sections:
                 print("uploads", flush=True)
                 results["transfers"] = transfers(app, seeded, size, workdir)
