@@ -41,7 +41,7 @@ def new_app(
     app = FastAPI(
         title="backend",
         version="0.1.0",
-        lifespan=_with_tracing_and_logs(lifespan),
+        lifespan=_with_tracing_and_logs(lifespan, tracing),
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -76,13 +76,13 @@ def new_app(
 
 def _with_tracing_and_logs(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    tracing: Tracing | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """`lifespan`, then the spans and log lines still held written out: a SIGTERM ends uvicorn
     by re-raising the signal, which skips exit handlers."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
-        tracing = app.state.typed.find(Tracing)
         try:
             async with lifespan(app):
                 yield

@@ -238,3 +238,20 @@ async def test_an_unreachable_bucket_is_503_and_keeps_no_row(
     assert response.status_code == 503
     assert "storage" in response.json()["detail"].lower()
     assert await file_rows(session) == 0
+
+
+@BOTH_BACKENDS
+async def test_a_blob_that_cannot_be_read_is_503_before_any_byte(
+    client: httpx.AsyncClient, session: AsyncSession, storage_dir: Path
+) -> None:
+    """The storage is asked for the blob before the response starts: a failure is a clear 503,
+    not a 200 cut short."""
+    _, headers = await user_with_token(client, session)
+    file_id = (await upload(client, headers, "a.txt", b"data", "text/plain")).json()["id"]
+    [blob] = blobs(storage_dir)
+    blob.unlink()  # a disk or bucket that lost it, or cannot be reached
+
+    response = await client.get(f"{FILES}/{file_id}/content", headers=headers)
+
+    assert response.status_code == 503
+    assert response.json()["detail"] == "File storage could not be read. Retry shortly."

@@ -14,7 +14,13 @@ import pytest
 
 from backend.modules.file.s3 import PART_SIZE, S3Storage
 from backend.modules.file.settings import FileSettings
-from backend.modules.file.storage import LocalStorage, Storage, StorageError, TooLarge
+from backend.modules.file.storage import (
+    LocalStorage,
+    Storage,
+    StorageError,
+    TooLarge,
+    new_key,
+)
 from tests.support.factories import files_in
 from tests.support.kubelet import free_port
 from tests.support.s3 import S3Server
@@ -68,7 +74,7 @@ async def stream(
 
 
 async def read(storage: Storage, key: str) -> bytes:
-    return b"".join([chunk async for chunk in storage.open(key)])
+    return b"".join([chunk async for chunk in await storage.open(key)])
 
 
 # One PUT below a part, a multipart upload above it.
@@ -140,6 +146,8 @@ async def test_an_unreachable_store_is_a_storage_error(
     for storage in (LocalStorage(tmp_path / "a-file" / "files"), down):
         with pytest.raises(StorageError):
             await storage.save(stream(b"data"), max_size=100)
+        with pytest.raises(StorageError):  # at open, before any byte is promised
+            await storage.open(new_key())
 
 
 async def test_presigned_download_serves_the_blob_with_its_headers(

@@ -112,7 +112,7 @@ async def download(file: OwnedFile, storage: StorageDep) -> Response:
     if url is not None:
         return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
     return StreamingResponse(
-        storage.open(file.storage_key),
+        await service.open_content(file=file, storage=storage),
         media_type=file.content_type,
         headers={
             **service.download_headers(file.filename, file.content_type),

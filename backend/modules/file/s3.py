@@ -11,10 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import obstore
 from obstore.exceptions import BaseError
 from obstore.store import S3Store
+
+if TYPE_CHECKING:
+    from obstore import GetResult
 
 from backend.modules.file.settings import FileSettings
 from backend.modules.file.storage import (
@@ -100,12 +104,9 @@ class S3Storage:
     async def open(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
         try:
             result = await obstore.get_async(self.store, valid_key(key))
-        except FileNotFoundError:
-            raise
-        except (BaseError, OSError) as exc:
+        except (BaseError, OSError) as exc:  # a missing object included (FileNotFoundError)
             raise StorageError(f"object store: {exc}".splitlines()[0]) from exc
-        async for chunk in result.stream(min_chunk_size=chunk_size):
-            yield bytes(chunk)
+        return _stream(result, chunk_size)
 
     async def download_url(self, key: str) -> str | None:
         if self.presign_for is None:
@@ -126,6 +127,11 @@ class S3Storage:
                 if is_blob_key(meta["path"]) and meta["last_modified"] < cutoff
             ]
         return keys
+
+
+async def _stream(result: GetResult, chunk_size: int) -> AsyncIterator[bytes]:
+    async for chunk in result.stream(min_chunk_size=chunk_size):
+        yield bytes(chunk)
 
 
 async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

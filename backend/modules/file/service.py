@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -111,9 +111,17 @@ async def list(session: AsyncSession, *, owner: User, page: PageParams) -> Seque
     return (await session.scalars(NEWEST_FIRST, page.bind(owner_id=owner.id))).all()
 
 
+async def open_content(*, file: File, storage: Storage) -> AsyncIterator[bytes]:
+    """The file's bytes, opened before any is sent: 503 if the storage cannot serve them."""
+    try:
+        return await storage.open(file.storage_key)
+    except StorageError:
+        raise StorageUnavailable("File storage could not be read. Retry shortly.") from None
+
+
 async def read_content(*, file: File, storage: Storage) -> bytes:
     """The whole file in memory: for files known to be small (the caller checked `size`)."""
-    return b"".join([chunk async for chunk in storage.open(file.storage_key)])
+    return b"".join([chunk async for chunk in await open_content(file=file, storage=storage)])
 
 
 async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None:

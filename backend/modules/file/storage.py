@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from anyio import to_thread
 
@@ -56,7 +56,10 @@ class Storage(Protocol):
         """
         ...
 
-    def open(self, key: str, *, chunk_size: int = ...) -> AsyncIterator[bytes]: ...
+    async def open(self, key: str, *, chunk_size: int = ...) -> AsyncIterator[bytes]:
+        """Open the blob now, raising `StorageError` if it cannot be read; its bytes come from
+        the iterator returned (so a failure is known before a response starts)."""
+        ...
 
     async def download_url(self, key: str) -> str | None:
         """A short-lived URL the client can fetch the blob from, or None to stream it here."""
@@ -89,6 +92,14 @@ class Measured:
 
     def stored(self) -> StoredBlob:
         return StoredBlob(key=self.key, size=self._size, sha256=self._digest.hexdigest())
+
+
+async def _read_file(handle: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await to_thread.run_sync(handle.read, chunk_size):
+            yield chunk
+    finally:
+        handle.close()
 
 
 def new_key() -> str:
@@ -155,12 +166,11 @@ class LocalStorage:
         return blob.stored()
 
     async def open(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-        handle = await to_thread.run_sync(self._path(key).open, "rb")
         try:
-            while chunk := await to_thread.run_sync(handle.read, chunk_size):
-                yield chunk
-        finally:
-            handle.close()
+            handle = await to_thread.run_sync(self._path(key).open, "rb")
+        except OSError as exc:
+            raise StorageError.from_os_error(exc) from exc
+        return _read_file(handle, chunk_size)
 
     async def download_url(self, key: str) -> str | None:
         return None

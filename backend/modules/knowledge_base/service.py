@@ -477,13 +477,5 @@ async def nearest_chunks(
         statement = INDEXED_NEAREST
     parameters = {"kb_id": kb.id, "vector": vector, "top_k": top_k}
     rows = (await session.execute(statement, parameters)).all()
-    return [
-        SearchResult(
-            chunk_id=r.id,
-            document_id=r.document_id,
-            text=r.text,
-            # A zero vector (a remote model's answer for nothing) has no cosine: no similarity.
-            score=0.0 if math.isnan(r.distance) else 1 - r.distance,
-        )
-        for r in rows
-    ]
+    # A zero vector (a remote model's answer for nothing) has no cosine: no similarity.
+    return [_result(r, 0.0 if math.isnan(r.distance) else 1 - r.distance) for r in rows]
