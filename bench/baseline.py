@@ -26,7 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backend.core.config import normalise_database_url
-from backend.modules.knowledge_base.embeddings import HashingEmbedder
+from backend.modules.knowledge_base.embeddings import create_embedder
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 USER = "SELECT * FROM users WHERE id = $1"
 FILES = (
@@ -143,7 +144,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 KEY = os.environ.get("JWT_SECRET", "")
-EMBEDDER = HashingEmbedder(int(os.environ.get("EMBEDDING_DIM", "384")))
+EMBEDDER = create_embedder(KnowledgeBaseSettings())  # the app's default model, same work
 POOL: asyncpg.Pool
 app = Starlette(
     routes=[

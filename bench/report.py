@@ -352,7 +352,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Ingestion",
         "",
         f"A {i['document_mb']:.1f} MB markdown file added to a knowledge base with the default "
-        f"(hashing) embedder: {i['chunks']:,} chunks in {i['seconds']:.2f} s, "
+        f"(default) embedder: {i['chunks']:,} chunks in {i['seconds']:.2f} s, "
         f"**{i['chunks_per_s']:,.0f} chunks/s** (chunking, embedding and one batch insert).",
         "",
         f"Where the time goes: the same number of rows written by COPY (no app, no embedding) "

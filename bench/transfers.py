@@ -15,8 +15,7 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy.engine import URL
 
 from backend.modules.knowledge_base.chunking import split_text
-from backend.modules.knowledge_base.embeddings import HashingEmbedder
-from backend.modules.knowledge_base.models import EMBEDDING_DIM
+from backend.modules.knowledge_base.embeddings import create_embedder
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.db import dsn
 from bench.processes import Server, peak_rss, start_server
@@ -109,7 +108,7 @@ async def index_cost(url: URL, rows: int) -> dict[str, float]:
     defaults = KnowledgeBaseSettings()
     text = markdown(rows * defaults.chunk_size)
     texts = split_text(text, size=defaults.chunk_size, overlap=defaults.chunk_overlap)[:rows]
-    embedder = HashingEmbedder(EMBEDDING_DIM)
+    embedder = create_embedder(defaults)
     vectors = np.array(await embedder.embed(texts), dtype=np.float32)
     connection = await asyncpg.connect(dsn(url))
     try:

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from backend.core.config import SettingsError
@@ -14,7 +15,9 @@ from backend.modules.knowledge_base.embeddings import (
     EmbeddingError,
     HashingEmbedder,
     OpenAIEmbedder,
+    WordLlamaEmbedder,
 )
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from tests.support.loopback import read_body, respond, serve_asgi
 
 calls: list[dict[str, object]] = []
@@ -24,7 +27,7 @@ failures: list[int] = []
 
 async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A minimal /v1/embeddings: vector i is [len(text), i, 0, ...], of the dimension asked
-    (`dimensions`) or 384 (the column's), or 5 for the model "wrong-dim"."""
+    (`dimensions`) or the column's (EMBEDDING_DIM), or 5 for the model "wrong-dim"."""
     assert scope["type"] == "http"
     request = json.loads(await read_body(receive))
     calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})
@@ -34,7 +37,7 @@ async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"busy"})
         return
-    dim = 5 if request["model"] == "wrong-dim" else request.get("dimensions", 384)
+    dim = 5 if request["model"] == "wrong-dim" else request.get("dimensions", EMBEDDING_DIM)
     data = [
         {"index": i, "embedding": [float(len(t)), float(i)] + [0.0] * (dim - 2)}
         for i, t in enumerate(request["input"])
@@ -82,10 +85,10 @@ async def test_batches_keep_order_and_send_the_key(stub_url: str) -> None:
 
 async def test_dimensions_are_sent_only_when_configured(stub_url: str) -> None:
     """vLLM answers 400 to `dimensions` for a model that cannot shorten its vectors."""
-    embedder = remote(stub_url, dimension=384, request_dimensions=None)
+    embedder = remote(stub_url, dimension=EMBEDDING_DIM, request_dimensions=None)
     [vector] = await embedder.embed(["x"])
     await embedder.aclose()
-    assert len(vector) == 384
+    assert len(vector) == EMBEDDING_DIM
     assert "dimensions" not in calls[0]
 
 
@@ -138,9 +141,30 @@ async def test_an_unreachable_service_is_a_502_error() -> None:
 
 
 def test_configured_dimension_must_match_the_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
     monkeypatch.setenv("EMBEDDING_DIM", "768")
-    with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 768 .* vector\(384\)"):
+    with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 768 .* vector\(256\)"):
         create_app()
+
+
+def test_the_default_model_refuses_a_dimension_it_cannot_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMBEDDING_DIM", "384")
+    with pytest.raises(SettingsError, match=r"EMBEDDING_DIM is 384; the wordllama model makes 64"):
+        create_app()
+
+
+async def test_the_default_model_embeds_offline_and_truncates() -> None:
+    """WordLlama loads from its package (this machine has no route to a model hub) and its
+    shorter vectors are the longer ones cut and normalised again (Matryoshka)."""
+    full, short = WordLlamaEmbedder(256), WordLlamaEmbedder(64)
+    text = ["Alembic runs database migrations."]
+    [[*long_vector]], [[*short_vector]] = await full.embed(text), await short.embed(text)
+    assert len(long_vector) == 256
+    assert len(short_vector) == 64
+    head = np.array(long_vector[:64])
+    assert np.allclose(head / np.linalg.norm(head), short_vector, atol=1e-5)
 
 
 def test_the_word_cache_is_bounded_whatever_the_documents() -> None:

@@ -85,7 +85,7 @@ async def test_a_text_file_with_nul_bytes_is_not_a_document(
         headers=auth,
         json={"file_id": upload.json()["id"]},
     )
-    assert added.status_code == 415
+    assert added.status_code == 422
     assert "NUL" in added.json()["detail"]
 
 

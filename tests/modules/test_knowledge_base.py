@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backend.core.state import app_state
 from backend.db.session import Database
 from backend.modules.knowledge_base.chunking import split_text
-from backend.modules.knowledge_base.embeddings import HashingEmbedder
+from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
 from backend.modules.knowledge_base.service import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -113,6 +113,53 @@ async def test_documents_are_chunked_embedded_and_searchable(
     assert (await client.get(f"{KBS}/{kb}", headers=headers)).json()["chunk_count"] == 2
 
 
+# Each question shares no content word with the passage that answers it (the default model must
+# know that a "car" is a "vehicle"); the hashing embedder put the right one first 2 times of 8.
+PARAPHRASES = {
+    "Vehicles": "Electric cars need charging stations along motorways for long journeys.",
+    "Medicine": "Physicians prescribe antibiotics to treat bacterial infections in patients.",
+    "Finance": "The central bank raised interest rates to slow rising inflation.",
+    "Pets": "Puppies must be vaccinated and house-trained during their first months.",
+    "Weather": "Heavy thunderstorms and flooding are forecast for the coast tomorrow.",
+    "Music": "The orchestra performed a symphony with violins, cellos and a conductor.",
+    "Sports": "The striker scored twice and the team won the football championship.",
+    "Cooking": "Knead the dough, let it rise, then bake the loaf until golden.",
+}
+QUESTIONS = {
+    "where can I plug in an automobile on a highway trip?": "Vehicles",
+    "which drugs do doctors give for germs?": "Medicine",
+    "why is borrowing money getting more expensive?": "Finance",
+    "how to look after a young dog": "Pets",
+    "will it rain hard at the beach?": "Weather",
+    "a concert of classical string instruments": "Music",
+    "who won the soccer title?": "Sports",
+    "how to make bread at home": "Cooking",
+}
+
+
+async def test_the_default_model_finds_passages_by_meaning(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    for title, text in PARAPHRASES.items():
+        assert (await add_text(client, headers, kb, title, text)).status_code == 201
+    titles = {
+        d["id"]: d["title"]
+        for d in (await client.get(f"{KBS}/{kb}/documents", headers=headers)).json()["items"]
+    }
+
+    firsts = {}
+    for question in QUESTIONS:
+        response = await client.post(
+            f"{KBS}/{kb}/search",
+            headers=headers,
+            json={"query": question, "top_k": 1, "mode": "vector"},
+        )
+        firsts[question] = titles[response.json()["results"][0]["document_id"]]
+    assert firsts == QUESTIONS
+
+
 async def test_vectors_are_stored_and_compared_as_the_embedder_made_them(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
@@ -121,7 +168,7 @@ async def test_vectors_are_stored_and_compared_as_the_embedder_made_them(
     text = CORPUS["Astronomy"]
     assert (await add_text(client, headers, kb, "Astronomy", text)).status_code == 201
 
-    [expected] = await HashingEmbedder(EMBEDDING_DIM).embed([text])
+    [expected] = await WordLlamaEmbedder(EMBEDDING_DIM).embed([text])
     stored = await session.scalar(select(Chunk.embedding).where(Chunk.text == text))
     assert stored is not None
     assert np.allclose(stored, expected, atol=1e-7)  # float4 in the column, nothing lost on the way

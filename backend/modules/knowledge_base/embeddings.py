@@ -6,8 +6,9 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
-from typing import Literal, Protocol
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
@@ -22,7 +23,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from backend.core.errors import AppError
-from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
+from backend.modules.knowledge_base.settings import WORDLLAMA_DIMS, KnowledgeBaseSettings
 
 
 class EmbeddingError(AppError):
@@ -112,6 +113,46 @@ class HashingEmbedder:
             return [self._embed_one(text) for text in texts]
         # CPU work: a long document would otherwise stall every other request on this worker.
         return await to_thread.run_sync(lambda: [self._embed_one(text) for text in texts])
+
+
+class WordLlamaEmbedder:
+    """The default: a small real model that runs here, offline. WordLlama's `l2_supercat` (token
+    embeddings distilled from large language models, averaged) ships its weights (16 MB) in its
+    PyPI wheel: nothing is downloaded at run time. 256 dimensions, or 128 or 64 (Matryoshka
+    truncation); about 2,500 chunks of 900 characters a second on one core.
+    """
+
+    def __init__(self, dimension: int) -> None:
+        if dimension not in WORDLLAMA_DIMS:
+            raise ValueError(f"The wordllama model makes {WORDLLAMA_DIMS} dimensions: {dimension}?")
+        self.dimension = dimension
+        self._model = _wordllama(dimension)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the model is shared by the process."""
+
+    def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self._model.embed(list(texts), norm=True).tolist()
+        return vectors
+
+    async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> list[list[float]]:
+        if sum(map(len, texts)) <= HashingEmbedder.INLINE_CHARS:
+            return self._embed(texts)
+        return await to_thread.run_sync(self._embed, texts)
+
+
+@cache
+def _wordllama(dimension: int) -> Any:
+    """The model, loaded once per process (0.2 s) from the files inside the package. WordLlama
+    looks for its tokenizer in a folder named differently from the one it ships: point its cache
+    at the package and forbid downloads, so a missing file is an error, never a fetch."""
+    import wordllama
+
+    package = Path(wordllama.__file__).parent
+    trunc = None if dimension == 256 else dimension
+    return wordllama.WordLlama.load(
+        "l2_supercat", cache_dir=package, dim=256, trunc_dim=trunc, disable_download=True
+    )
 
 
 class OpenAIEmbedder:
@@ -246,4 +287,6 @@ def create_embedder(settings: KnowledgeBaseSettings) -> Embedder:
             },
             retries=settings.embedding_retries,
         )
+    if settings.embedding_provider == "wordllama":
+        return WordLlamaEmbedder(settings.embedding_dim)
     return HashingEmbedder(settings.embedding_dim)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import status
 
-from backend.core.errors import AppError, NotFound
+from backend.core.errors import AppError, NotFound, Unavailable
 
 
 class KnowledgeBaseNotFound(NotFound):
@@ -19,7 +19,7 @@ class UnsupportedDocumentType(AppError):
     def __init__(self, content_type: str) -> None:
         super().__init__(
             f"Cannot make a document from a {content_type} file: "
-            f"only text/plain and text/markdown are supported"
+            f"PDF, DOCX, HTML, Markdown and plain text are supported"
         )
 
 
@@ -40,3 +40,14 @@ class SourceFileNotFound(AppError):
 
     status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
     detail = "file_id: you have no file with this id"
+
+
+class EmbeddingModelChanged(Unavailable):
+    """The vectors stored are of another dimension than this process's model makes: a model
+    change is being rolled out (its revision ran before this replica was replaced)."""
+
+    detail = (
+        "The embedding model is being changed: the stored vectors are not this server's model's. "
+        "Retry shortly"
+    )
+    retry_after = 5

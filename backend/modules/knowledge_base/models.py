@@ -11,8 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.db.base import Base, Timestamps, UUIDPrimaryKey
 
 # The chunks.embedding column's dimension, fixed by migration. EMBEDDING_DIM must match it;
-# changing it takes a migration (and re-embedding every chunk).
-EMBEDDING_DIM = 384
+# changing it (or the model) takes two revisions and `reembed` between them: see the README,
+# "Changing the embedding model".
+EMBEDDING_DIM = 256
 
 
 class KnowledgeBase(UUIDPrimaryKey, Timestamps, Base):
@@ -53,7 +54,13 @@ class Chunk(UUIDPrimaryKey, Base):
     )
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIM))
+    # Where in the document the text came from: the page (PDF, from 1) and the headings it sits
+    # under ("Guide > Install"); NULL when the format has none.
+    page: Mapped[int | None] = mapped_column(Integer)
+    section: Mapped[str | None] = mapped_column(Text)
+    # NULL until the chunk is embedded (after a model change, until `reembed` reaches it):
+    # vector search skips it meanwhile, keyword search finds it.
+    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
     # Full-text search: the text's lexemes in the chunk's language (SEARCH_LANGUAGE when it was
     # stored), kept by PostgreSQL itself. `UPDATE chunks SET language = 'german'` re-indexes.
     language: Mapped[str] = mapped_column(REGCONFIG, server_default=sql("'english'::regconfig"))

@@ -105,6 +105,9 @@ class SearchResult(BaseModel):
     chunk_id: uuid.UUID
     document_id: uuid.UUID
     text: str
+    # Where the chunk came from: its page (PDFs, from 1) and heading path ("Guide > Install").
+    page: int | None = None
+    section: str | None = None
     # vector: cosine similarity; keyword: ts_rank_cd; hybrid: the fused reciprocal-rank score.
     # Higher is better within one mode; scores of different modes do not compare.
     score: float

@@ -3,8 +3,10 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -19,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -33,12 +36,14 @@ from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import (
     DocumentNotFound,
     DocumentTooLarge,
+    EmbeddingModelChanged,
     EmptyDocument,
     KnowledgeBaseNotFound,
     SourceFileNotFound,
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk, Document, KnowledgeBase
+from backend.modules.knowledge_base.parsing import Section, kind_of, parse
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
@@ -49,9 +54,6 @@ from backend.modules.knowledge_base.schemas import (
 )
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from backend.modules.user.models import User
-
-TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
-TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 
 
 async def create(session: AsyncSession, *, owner: User, data: KnowledgeBaseCreate) -> KnowledgeBase:
@@ -112,46 +114,71 @@ async def delete(session: AsyncSession, *, kb: KnowledgeBase) -> None:
     await session.flush()
 
 
-async def _file_text(
-    session: AsyncSession, *, owner: User, file_id: uuid.UUID, storage: Storage, limit: int
-) -> tuple[str, str]:
-    """An uploaded text or markdown file as (filename, text), read through the file module."""
+async def _file_sections(
+    session: AsyncSession,
+    *,
+    owner: User,
+    file_id: uuid.UUID,
+    storage: Storage,
+    settings: KnowledgeBaseSettings,
+) -> tuple[str, Sequence[Section]]:
+    """An uploaded file as (filename, sections), read through the file module and parsed."""
     try:
         file = await file_service.get(session, owner=owner, file_id=file_id)
     except FileNotFound:
         raise SourceFileNotFound() from None
-    is_text = file.content_type in TEXT_TYPES or (
-        file.content_type in ("application/octet-stream", "")
-        and file.filename.lower().endswith(TEXT_SUFFIXES)
-    )
-    if not is_text:
+    kind = kind_of(file.content_type, file.filename)
+    if kind is None:
         raise UnsupportedDocumentType(file.content_type)
-    if file.size > limit:
-        raise DocumentTooLarge(limit)
+    if file.size > settings.max_document_bytes:
+        raise DocumentTooLarge(settings.max_document_bytes)
     raw = await file_service.read_content(file=file, storage=storage)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UnsupportedDocumentType(f"{file.content_type} (not UTF-8)") from None
-    if "\x00" in text:
-        raise UnsupportedDocumentType(f"{file.content_type} (it holds NUL bytes: binary?)")
-    return file.filename, text
+    await release_connection(session)  # parsing a PDF takes a while and needs no connection
+    sections = await to_thread.run_sync(
+        lambda: parse(kind, raw, max_pages=settings.max_document_pages)
+    )
+    return file.filename, sections
 
 
 async def _source(
-    session: AsyncSession, *, owner: User, data: DocumentCreate, storage: Storage, limit: int
-) -> tuple[str, str]:
-    """The document's title and text, from the body or from an uploaded file."""
+    session: AsyncSession,
+    *,
+    owner: User,
+    data: DocumentCreate,
+    storage: Storage,
+    settings: KnowledgeBaseSettings,
+) -> tuple[str, Sequence[Section]]:
+    """The document's title and sections, from the body (read as Markdown) or an uploaded file."""
     if data.file_id is not None:
-        filename, body = await _file_text(
-            session, owner=owner, file_id=data.file_id, storage=storage, limit=limit
+        filename, sections = await _file_sections(
+            session, owner=owner, file_id=data.file_id, storage=storage, settings=settings
         )
-        return data.title or filename, body
+        return data.title or filename, sections
     assert data.text is not None
     assert data.title is not None
-    if len(data.text.encode()) > limit:
-        raise DocumentTooLarge(limit)
-    return data.title, data.text
+    if len(data.text.encode()) > settings.max_document_bytes:
+        raise DocumentTooLarge(settings.max_document_bytes)
+    return data.title, parse("markdown", data.text.encode(), max_pages=settings.max_document_pages)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A chunk to store: its text and where in the document it came from."""
+
+    text: str
+    page: int | None
+    section: str | None
+
+
+def _pieces(sections: Sequence[Section], settings: KnowledgeBaseSettings) -> Sequence[Piece]:
+    """Each section cut on its own: a chunk never spans two pages or two headings."""
+    return [
+        Piece(text, section.page, section.heading)
+        for section in sections
+        for text in split_text(
+            section.text, size=settings.chunk_size, overlap=settings.chunk_overlap
+        )
+    ]
 
 
 async def _store(
@@ -159,7 +186,7 @@ async def _store(
     *,
     kb: KnowledgeBase,
     document: Document,
-    pieces: Sequence[str],
+    pieces: Sequence[Piece],
     vectors: Sequence[Sequence[float]],
     language: str,
 ) -> None:
@@ -174,7 +201,9 @@ async def _store(
                 "document_id": document.id,
                 "knowledge_base_id": kb.id,
                 "ordinal": ordinal,
-                "text": piece,
+                "text": piece.text,
+                "page": piece.page,
+                "section": piece.section,
                 "vector": vector,
                 "language": language,
             }
@@ -195,19 +224,19 @@ async def create_document(
     settings: KnowledgeBaseSettings,
 ) -> Document:
     """Read the source, cut it into chunks, embed them, store them."""
-    title, body = await _source(
-        session, owner=owner, data=data, storage=storage, limit=settings.max_document_bytes
+    title, sections = await _source(
+        session, owner=owner, data=data, storage=storage, settings=settings
     )
-    pieces = split_text(body, size=settings.chunk_size, overlap=settings.chunk_overlap)
+    pieces = _pieces(sections, settings)
     if not pieces:
         raise EmptyDocument()
-    vectors = await embedder.embed(pieces)
+    vectors = await embedder.embed([piece.text for piece in pieces])
     document = Document(
         knowledge_base_id=kb.id,
         title=title,
         source_file_id=data.file_id,
         chunk_count=len(pieces),
-        char_count=len(body),
+        char_count=sum(len(section.text) for section in sections),
     )
     await _store(
         session,
@@ -275,9 +304,20 @@ async def search(
     them returned, scored by it.
     """
     wanted = top_k if reranker is None else max(top_k, settings.rerank_candidates)
-    found = await _search(
-        session, kb=kb, query=query, top_k=wanted, mode=mode, embedder=embedder, settings=settings
-    )
+    try:
+        found = await _search(
+            session,
+            kb=kb,
+            query=query,
+            top_k=wanted,
+            mode=mode,
+            embedder=embedder,
+            settings=settings,
+        )
+    except DBAPIError as exc:
+        if "different vector dimensions" in str(exc.orig):
+            raise EmbeddingModelChanged() from None
+        raise
     if reranker is None:
         return found
     await release_connection(session)  # the reranker's round trip needs no connection
@@ -318,8 +358,24 @@ async def _search(
     return [_result(r, r.score) for r in rows]
 
 
+# What a search result shows of a chunk: its text and where it came from.
+RESULT_COLUMNS = (Chunk.id, Chunk.document_id, Chunk.text, Chunk.page, Chunk.section)
+
+
+def _result_columns(columns: Any) -> tuple[Any, ...]:
+    """RESULT_COLUMNS as a subquery or CTE (`columns`: its `.c`) exposes them."""
+    return tuple(columns[column.key] for column in RESULT_COLUMNS)
+
+
 def _result(row: Any, score: float) -> SearchResult:
-    return SearchResult(chunk_id=row.id, document_id=row.document_id, text=row.text, score=score)
+    return SearchResult(
+        chunk_id=row.id,
+        document_id=row.document_id,
+        text=row.text,
+        page=row.page,
+        section=row.section,
+        score=score,
+    )
 
 
 def uses_exact_search(kb: KnowledgeBase, settings: KnowledgeBaseSettings) -> bool:
@@ -331,23 +387,19 @@ def _exact_nearest(limit: str = "top_k") -> Select[Any]:
     # MATERIALIZED: the planner computes every distance in the knowledge base (exact) instead of
     # walking the index and filtering afterwards.
     scoped = (
-        select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
-        .where(Chunk.knowledge_base_id == bindparam("kb_id"))
+        select(*RESULT_COLUMNS, Chunk.embedding)
+        .where(Chunk.knowledge_base_id == bindparam("kb_id"), Chunk.embedding.is_not(None))
         .cte("scoped")
         .prefix_with("MATERIALIZED")
     )
     distance = scoped.c.embedding.cosine_distance(_QUERY_VECTOR).label("distance")
-    return (
-        select(scoped.c.id, scoped.c.document_id, scoped.c.text, distance)
-        .order_by(distance)
-        .limit(bindparam(limit))
-    )
+    return select(*_result_columns(scoped.c), distance).order_by(distance).limit(bindparam(limit))
 
 
 def _indexed_nearest(limit: str = "top_k") -> Select[Any]:
     distance = Chunk.embedding.cosine_distance(_QUERY_VECTOR).label("distance")
     nearest = (
-        select(Chunk.id, Chunk.document_id, Chunk.text, distance)
+        select(*RESULT_COLUMNS, distance)
         .where(Chunk.knowledge_base_id == bindparam("kb_id"))
         .order_by(distance)
         .limit(bindparam(limit))
@@ -374,14 +426,14 @@ def _keyword(limit: str = "top_k", words: ColumnElement[Any] | None = None) -> S
     # The tsquery in a scalar subquery: computed once, and a constant the GIN index can use.
     tsquery = select(_all_words() if words is None else words).scalar_subquery()
     matching = (
-        select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.search_vector)
+        select(*RESULT_COLUMNS, Chunk.search_vector)
         .where(Chunk.knowledge_base_id == bindparam("kb_id"), Chunk.search_vector.op("@@")(tsquery))
         .limit(KEYWORD_SCAN_LIMIT)
         .subquery("matching")
     )
     score = func.ts_rank_cd(matching.c.search_vector, tsquery).label("score")
     return (
-        select(matching.c.id, matching.c.document_id, matching.c.text, score)
+        select(*_result_columns(matching.c), score)
         .order_by(score.desc(), matching.c.id)
         .limit(bindparam(limit))
     )
@@ -409,7 +461,7 @@ def _hybrid(nearest: Select[Any]) -> Select[Any]:
         .subquery("fused")
     )
     return (
-        select(Chunk.id, Chunk.document_id, Chunk.text, fused.c.score)
+        select(*RESULT_COLUMNS, fused.c.score)
         .join(fused, fused.c.id == Chunk.id)
         .order_by(fused.c.score.desc(), Chunk.id)
         .limit(bindparam("top_k"))

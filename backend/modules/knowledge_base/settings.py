@@ -23,8 +23,12 @@ class KnowledgeBaseSettings(AppSettings):
     chunk_size: int = Field(default=1000, ge=50)
     chunk_overlap: int = Field(default=150, ge=0)
     max_document_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
-    embedding_provider: Literal["hashing", "openai"] = "hashing"
-    embedding_dim: int = Field(default=384, ge=1)
+    # A PDF with more pages is refused (422) before any is read.
+    max_document_pages: int = Field(default=500, ge=1)
+    # `wordllama`: a small real model inside its package (offline); `hashing`: words and
+    # trigrams hashed (deterministic, no model); `openai`: any OpenAI-compatible /embeddings.
+    embedding_provider: Literal["wordllama", "hashing", "openai"] = "wordllama"
+    embedding_dim: int = Field(default=256, ge=1)
     embedding_base_url: str = "https://api.openai.com/v1"
     embedding_model: str = "text-embedding-3-small"
     embedding_api_key: SecretStr | None = None
@@ -66,13 +70,25 @@ class KnowledgeBaseSettings(AppSettings):
     def _check_consistency(self) -> Self:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.embedding_provider == "wordllama" and self.embedding_dim not in WORDLLAMA_DIMS:
+            raise ValueError(
+                f"EMBEDDING_DIM is {self.embedding_dim}; the wordllama model makes "
+                f"{', '.join(map(str, WORDLLAMA_DIMS))}-dimensional vectors"
+            )
+        return self._check_column()
+
+    def _check_column(self) -> Self:
         if self.embedding_dim != EMBEDDING_DIM:
             raise ValueError(
                 f"EMBEDDING_DIM is {self.embedding_dim} but the chunks.embedding column holds "
                 f"vector({EMBEDDING_DIM}): set EMBEDDING_DIM={EMBEDDING_DIM}, or change the "
-                f"column with a migration and re-embed"
+                f"column with a migration and re-embed (README: Changing the embedding model)"
             )
         return self
+
+
+# The dimensions WordLlama's l2_supercat model ships (256) or truncates to.
+WORDLLAMA_DIMS = (64, 128, 256)
 
 
 KnowledgeBaseSettingsDep = Annotated[

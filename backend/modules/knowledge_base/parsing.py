@@ -1,0 +1,288 @@
+"""Documents from files: PDF, DOCX, HTML, Markdown and plain text, cut into sections that keep
+where they came from (the page, the heading path), so that search results can say it.
+
+Every format is read by a maintained library or the standard library (pypdf: BSD; python-docx:
+MIT; HTML: `html.parser`); none runs a program or fetches anything. What cannot be read is an
+`UnreadableDocument` (422) that says why.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any, ClassVar, Literal
+
+from fastapi import status
+
+from backend.core.errors import AppError
+
+Kind = Literal["pdf", "docx", "html", "markdown", "text"]
+
+CONTENT_TYPES: dict[str, Kind] = {
+    "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/plain": "text",
+}
+SUFFIXES: dict[str, Kind] = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+}
+# A DOCX is a zip: refuse one that would inflate past this many times the file's own size
+# (a few kB can expand to gigabytes); real documents stay well under 20x.
+MAX_INFLATION = 50
+HEADING_SEPARATOR = " > "
+
+
+class UnreadableDocument(AppError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text from one place: its page (PDF) and the headings it sits under."""
+
+    text: str
+    page: int | None = None
+    heading: str | None = None
+
+
+def kind_of(content_type: str, filename: str) -> Kind | None:
+    """The format, by content type; by the name's suffix when the type says nothing."""
+    base = content_type.split(";")[0].strip().lower()
+    if base in CONTENT_TYPES:
+        return CONTENT_TYPES[base]
+    if base in ("", "application/octet-stream"):
+        suffix = filename[filename.rfind(".") :].lower() if "." in filename else ""
+        return SUFFIXES.get(suffix)
+    return None
+
+
+def parse(kind: Kind, raw: bytes, *, max_pages: int) -> list[Section]:
+    """The file's sections, in reading order, empty ones left out. CPU-bound: call it in a
+    worker thread."""
+    if kind == "pdf":
+        sections = _pdf(raw, max_pages)
+    elif kind == "docx":
+        sections = list(_docx(raw))
+    else:
+        text = _decode(raw, kind)
+        sections = list(_html(text) if kind == "html" else _markdown(text))
+    return [s for s in sections if s.text.strip()]
+
+
+def _decode(raw: bytes, kind: Kind) -> str:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnreadableDocument(f"The {kind} file is not UTF-8 text") from None
+    if "\x00" in text:
+        raise UnreadableDocument(f"The {kind} file holds NUL bytes: is it binary?")
+    return text
+
+
+def _pdf(raw: bytes, max_pages: int) -> list[Section]:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not _opens_without_password(reader):
+            raise UnreadableDocument("The PDF is encrypted: upload it without a password")
+        pages = len(reader.pages)
+        if pages > max_pages:
+            raise UnreadableDocument(
+                f"The PDF has {pages} pages; the limit is {max_pages} (MAX_DOCUMENT_PAGES)"
+            )
+        headings = _outline_by_page(reader)
+        sections = []
+        heading = None
+        for number, page in enumerate(reader.pages, start=1):
+            heading = headings.get(number, heading)
+            sections.append(Section(page.extract_text() or "", page=number, heading=heading))
+    except UnreadableDocument:
+        raise
+    except Exception as exc:  # a hostile or broken file can fail anywhere inside the parser
+        raise UnreadableDocument(f"The file could not be read as a PDF ({_reason(exc)})") from None
+    if not any(s.text.strip() for s in sections):
+        raise UnreadableDocument(
+            "The PDF has no text layer (scanned pages are images): run OCR on it first"
+        )
+    return sections
+
+
+def _opens_without_password(reader: Any) -> bool:
+    """Many PDFs are encrypted with an empty password (only to restrict printing or copying)."""
+    try:
+        return bool(reader.decrypt(""))
+    except Exception:  # AES needs the `cryptography` package: unreadable here either way
+        return False
+
+
+def _outline_by_page(reader: Any) -> dict[int, str]:
+    """The bookmark path that starts on each page, from the PDF's outline (if it has one)."""
+    found: dict[int, str] = {}
+
+    def walk(items: list[Any], path: tuple[str, ...]) -> None:
+        current = path
+        for item in items:
+            if isinstance(item, list):
+                walk(item, current)
+                continue
+            current = (*path, str(item.title).strip())
+            page = reader.get_destination_page_number(item)
+            if page is not None and page >= 0:
+                found.setdefault(page + 1, HEADING_SEPARATOR.join(current))
+
+    try:
+        walk(reader.outline, ())
+    except Exception:  # a broken outline is no reason to refuse the text
+        return {}
+    return found
+
+
+def _docx(raw: bytes) -> Iterator[Section]:
+    from docx import Document as Docx
+    from docx.table import Table
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > MAX_INFLATION * len(raw):
+            raise UnreadableDocument(
+                f"The DOCX would inflate to {inflated} bytes, {inflated // len(raw)} times its size"
+            )
+        body = list(Docx(io.BytesIO(raw)).iter_inner_content())
+    except UnreadableDocument:
+        raise
+    except Exception as exc:
+        raise UnreadableDocument(
+            f"The file could not be read as DOCX ({_reason(exc)}; password-protected files are "
+            f"not DOCX inside)"
+        ) from None
+    headings: list[str] = []
+    lines: list[str] = []
+    for block in body:
+        if isinstance(block, Table):
+            lines += [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+            continue
+        level = _heading_level(block.style.name if block.style is not None else "")
+        if level is None:
+            lines.append(block.text)
+            continue
+        yield Section("\n".join(lines), heading=_path(headings))
+        lines = [block.text]  # the heading's words stay searchable in its section
+        headings = [*headings[: level - 1], block.text.strip()]
+    yield Section("\n".join(lines), heading=_path(headings))
+
+
+def _heading_level(style: str) -> int | None:
+    if style == "Title":
+        return 1
+    match = re.fullmatch(r"Heading (\d)", style)
+    return int(match.group(1)) if match else None
+
+
+def _path(headings: list[str]) -> str | None:
+    kept = [h for h in headings if h]
+    return HEADING_SEPARATOR.join(kept) if kept else None
+
+
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def _markdown(text: str) -> Iterator[Section]:
+    """Sections between ATX headings (`## Install`); a `#` inside a code fence is code."""
+    headings: list[str] = []
+    lines: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else _MARKDOWN_HEADING.match(line)
+        if match is None:
+            lines.append(line)
+            continue
+        yield Section("\n".join(lines), heading=_path(headings))
+        lines = [line]  # the heading's words stay searchable in its section
+        level = len(match.group(1))
+        headings = [*headings[: level - 1], *[""] * (level - 1 - len(headings)), match.group(2)]
+    yield Section("\n".join(lines), heading=_path(headings))
+
+
+class _HtmlText(HTMLParser):
+    """Visible text in reading order, cut at headings; scripts, styles and the head skipped."""
+
+    SKIPPED = frozenset({"script", "style", "noscript", "template", "head", "svg"})
+    BLOCKS = frozenset(
+        {"p", "div", "br", "li", "tr", "pre", "blockquote", "section", "article", "table",
+         "ul", "ol", "dt", "dd", "hr", "main", "header", "footer", "figcaption"}
+    )  # fmt: skip
+    HEADINGS: ClassVar[dict[str, int]] = {f"h{n}": n for n in range(1, 7)}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections: list[Section] = []
+        self.headings: list[str] = []
+        self.parts: list[str] = []
+        self.heading_parts: list[str] | None = None
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIPPED:
+            self.skipping += 1
+        elif tag in self.HEADINGS and not self.skipping:
+            self.flush()
+            self.heading_parts = []
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIPPED:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in self.HEADINGS and self.heading_parts is not None:
+            title = " ".join("".join(self.heading_parts).split())
+            level = self.HEADINGS[tag]
+            self.headings = [*self.headings[: level - 1], title]
+            self.parts.append(title + "\n")
+            self.heading_parts = None
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skipping:
+            return
+        if self.heading_parts is not None:
+            self.heading_parts.append(data)
+        else:
+            self.parts.append(data)
+
+    def flush(self) -> None:
+        text = re.sub(r"[ \t]*\n\s*", "\n", "".join(self.parts)).strip()
+        self.sections.append(Section(text, heading=_path(self.headings)))
+        self.parts = []
+
+
+def _html(text: str) -> Iterator[Section]:
+    parser = _HtmlText()
+    parser.feed(text)
+    parser.close()
+    parser.flush()
+    yield from parser.sections
+
+
+def _reason(exc: Exception) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message[:200]}" if message else type(exc).__name__

@@ -1,0 +1,169 @@
+"""`python -m backend.modules.knowledge_base.reembed`: give every chunk a vector of the model the
+settings name (EMBEDDING_PROVIDER, EMBEDDING_MODEL, EMBEDDING_DIM), in batches, while the API
+serves.
+
+It fills `chunks.embedding_next` while that column exists (a model change in progress: the
+API keeps searching `embedding` with the old model), else `chunks.embedding` where it is NULL
+(after the change's second revision, or the one-step form). Each batch is its own short
+transaction; rows are taken with SKIP LOCKED, so two runs share the work, and a run stopped
+half-way loses nothing: the next one continues where the vectors end. It passes over the table
+again until a pass finds nothing left, so chunks added meanwhile are included. Exit status 0
+when every chunk has a vector, 1 (with the reason) when it cannot go on.
+
+    python -m backend.modules.knowledge_base.reembed [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Self
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.core.config import SettingsError, get_settings
+from backend.db.session import create_engine
+from backend.modules.knowledge_base.embeddings import Embedder, EmbeddingError, create_embedder
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
+
+NEXT_COLUMN = "embedding_next"
+COLUMNS = ("embedding", NEXT_COLUMN)
+
+
+class ReembedError(Exception):
+    """Why the chunks cannot be re-embedded (the column, the model): a message for the operator."""
+
+
+class ReembedSettings(KnowledgeBaseSettings):
+    """The settings of the model being moved to: its dimension is checked against the column
+    being filled (read from the database), not against the code's `EMBEDDING_DIM`."""
+
+    def _check_column(self) -> Self:
+        return self
+
+
+@dataclass
+class Progress:
+    column: str
+    embedded: int = 0
+    passes: int = 0
+
+
+async def column_to_fill(engine: AsyncEngine) -> tuple[str, int]:
+    """`embedding_next` while a model change is in progress, else `embedding`; with the
+    dimension the column holds (pgvector keeps it as the type modifier)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT attname, atttypmod FROM pg_attribute "
+                    "WHERE attrelid = to_regclass('chunks') AND attname = ANY(:names) "
+                    "AND NOT attisdropped"
+                ),
+                {"names": list(COLUMNS)},
+            )
+        ).all()
+    found = {name: dimension for name, dimension in rows}
+    for column in reversed(COLUMNS):
+        if column in found:
+            return column, found[column]
+    raise ReembedError("There is no chunks.embedding column: run `alembic upgrade head` first")
+
+
+async def reembed(
+    engine: AsyncEngine,
+    embedder: Embedder,
+    *,
+    batch_size: int = 256,
+    report: Callable[[Progress], None] = lambda progress: None,
+) -> Progress:
+    """Embed every chunk missing a vector in the column to fill; `report` after each batch."""
+    column, dimension = await column_to_fill(engine)
+    if dimension != embedder.dimension:
+        raise ReembedError(
+            f"EMBEDDING_DIM is {embedder.dimension} but chunks.{column} holds vector({dimension}): "
+            f"run with the settings of the model that column is for"
+        )
+    # The column name comes from COLUMNS above, never from input.
+    take = text(
+        f"SELECT id, text FROM chunks WHERE {column} IS NULL AND id > :after "
+        f"ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+    )
+    store = text(f"UPDATE chunks SET {column} = CAST(:vector AS real[])::vector WHERE id = :id")
+    progress = Progress(column=column)
+    while True:
+        progress.passes += 1
+        found_any = False
+        after = uuid.UUID(int=0)
+        while True:
+            async with engine.begin() as conn:
+                rows = (await conn.execute(take, {"after": after, "limit": batch_size})).all()
+                if not rows:
+                    break
+                vectors = await embedder.embed([row.text for row in rows])
+                await conn.execute(
+                    store,
+                    [
+                        {"id": row.id, "vector": vector}
+                        for row, vector in zip(rows, vectors, strict=True)
+                    ],
+                )
+            found_any = True
+            after = rows[-1].id
+            progress.embedded += len(rows)
+            report(progress)
+        if not found_any:
+            return progress
+
+
+async def _main(batch_size: int) -> int:
+    try:
+        settings = ReembedSettings.load()
+        engine = create_engine(get_settings())
+    except SettingsError as exc:
+        print(f"reembed: {exc}", file=sys.stderr)
+        return 1
+    embedder = create_embedder(settings)
+    started = time.perf_counter()
+
+    def report(progress: Progress) -> None:
+        rate = progress.embedded / max(time.perf_counter() - started, 1e-9)
+        print(f"reembed: {progress.embedded} chunks into {progress.column} ({rate:.0f}/s)")
+
+    try:
+        progress = await reembed(engine, embedder, batch_size=batch_size, report=report)
+    except (ReembedError, EmbeddingError) as exc:
+        print(f"reembed: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"reembed: the database failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await embedder.aclose()
+        await engine.dispose()
+    took = time.perf_counter() - started
+    print(
+        f"reembed: {progress.embedded} chunks embedded into {progress.column} in {took:.1f} s; "
+        "every chunk has a vector"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend.modules.knowledge_base.reembed")
+    parser.add_argument("--batch-size", type=int, default=256, help="chunks per transaction")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return asyncio.run(_main(args.batch_size))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
