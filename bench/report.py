@@ -299,7 +299,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{v['size']['queries']} queries per setting, one session per query (as a request has). "
         "The query is the app's own (`knowledge_base.service.nearest_chunks`); knowledge bases up "
         f"to {v['size']['exact_max_chunks']:,} chunks are scanned exactly, larger ones use "
-        "the HNSW index (m=16, ef_construction=64). Recall@10 is against exact neighbours. "
+        "the HNSW index (m=16, ef_construction=200). Recall@10 is against exact neighbours. "
         "In the multi set every knowledge base draws from the same topics: *outside* is the "
         "share of each query's 10 nearest chunks in the whole table that belong to other "
         "knowledge bases, which the filter must skip.",
@@ -358,7 +358,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Where the time goes: the same number of rows written by COPY (no app, no embedding) "
         f"takes {i['with_index_s']:.2f} s into the table with its HNSW index and "
         f"{i['without_index_s']:.2f} s without it: the difference is inserting each chunk "
-        "into the HNSW graph (m=16, ef_construction=64), paid whatever the app does.",
+        "into the HNSW graph (m=16, ef_construction=200), paid whatever the app does.",
         "",
         "## Migrations and start-up",
         "",

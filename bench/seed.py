@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -48,11 +49,22 @@ def knowledge_base(client: httpx.Client, name: str, documents: list[str]) -> tup
     kb = client.post("/api/v1/knowledge-bases", json={"name": name})
     kb.raise_for_status()
     path = f"/api/v1/knowledge-bases/{kb.json()['id']}"
+    queued = []
     for n, text in enumerate(documents):
-        client.post(
-            f"{path}/documents", json={"title": f"{name} {n}", "text": text}
-        ).raise_for_status()
+        added = client.post(f"{path}/documents", json={"title": f"{name} {n}", "text": text})
+        added.raise_for_status()
+        queued.append(added.headers["location"])
+    for location in queued:
+        wait_until_ingested(client, location)
     return str(kb.json()["id"]), int(client.get(path).json()["chunk_count"])
+
+
+def wait_until_ingested(client: httpx.Client, location: str, poll: float = 0.02) -> None:
+    """Until the document at `location` is `ready`; an error if it `failed`."""
+    while (document := client.get(location).json())["status"] in ("pending", "processing"):
+        time.sleep(poll)
+    if document["status"] != "ready":
+        raise RuntimeError(f"ingestion failed: {document['error']}")
 
 
 WORDS = [

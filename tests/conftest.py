@@ -20,6 +20,7 @@ from backend.db.discovery import import_models
 from backend.db.session import Database
 from backend.main import create_app
 from backend.modules.file.storage import Storage
+from backend.modules.knowledge_base.ingestion import Ingestion
 from tests.support import db
 from tests.support.s3 import S3Server, s3_server
 from tests.support.settings import configured
@@ -170,6 +171,7 @@ async def app(
         **{
             "database_url": db.sync_url(app_db),
             "max_upload_bytes": UPLOAD_LIMIT,
+            "ingestion_in_process": False,  # tests/support/ingest.py runs it
             **storage_settings,
             **(marker.kwargs if marker else {}),
         }
@@ -179,7 +181,9 @@ async def app(
         state = app_state(application)
         # Reads share the test's transaction too, so they see its rolled-back writes.
         engine = state.get(Database).engine
-        state.provide(Database, Database(engine, sessionmaker, sessionmaker))
+        database = Database(engine, sessionmaker, sessionmaker)
+        state.provide(Database, database)
+        state.get(Ingestion).database = database
         yield application
 
 

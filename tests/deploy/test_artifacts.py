@@ -294,10 +294,10 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     assert names - {"PORT"} == SETTINGS
 
 
-def test_compose_runs_db_then_migrate_then_api() -> None:
+def test_compose_runs_db_then_migrate_then_api_and_worker() -> None:
     compose = load_yaml(PROJECT_ROOT / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"db", "migrate", "api"}
+    assert set(services) == {"db", "migrate", "api", "worker"}
 
     db = services["db"]
     assert db["image"].startswith("pgvector/pgvector:")
@@ -305,13 +305,18 @@ def test_compose_runs_db_then_migrate_then_api() -> None:
     volume = db["volumes"][0].split(":")[0]
     assert volume in compose["volumes"]
 
-    migrate, api = services["migrate"], services["api"]
+    migrate, api, worker = services["migrate"], services["api"], services["worker"]
     assert migrate["command"] == ["alembic", "upgrade", "head"]
     assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "--reload" in api["command"]
     assert "./backend:/app/backend:ro" in api["volumes"]
-    for service in (migrate, api):
+    # The worker ingests documents, so the API does not; it reads the API's uploads.
+    assert api["environment"]["INGESTION_IN_PROCESS"] == "false"
+    assert worker["command"] == ["python", "-m", "backend.worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert set(api["volumes"]) & set(worker["volumes"]) >= {"files:/data/files"}
+    for service in (migrate, api, worker):
         assert service["build"] == "."
         assert service["image"] == api["image"]
         assert service["env_file"] == [{"path": ".env", "required": False}]

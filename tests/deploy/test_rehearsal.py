@@ -40,15 +40,23 @@ def secret_for(url: URL) -> dict[str, str]:
 
 
 def replicas(
-    prod: list[Manifest], url: URL, tmp_path: Path, s3: S3Server, **overrides: str
+    prod: list[Manifest],
+    url: URL,
+    tmp_path: Path,
+    s3: S3Server,
+    deployment: str = "backend",
+    count: int = REPLICAS,
+    **overrides: str,
 ) -> tuple[dict[str, Any], list[Pod]]:
-    spec: dict[str, Any] = find(prod, "Deployment", "backend")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = find(prod, "Deployment", deployment)["spec"]["template"]["spec"]
     # Each pod has its own /tmp; they share the bucket (the test's S3 server stands in for it).
     bucket = {"S3_ENDPOINT_URL": s3.endpoint, "S3_BUCKET": s3.bucket, "S3_PREFIX": tmp_path.name}
     secret = secret_for(url) | s3.credentials
     pods = []
-    for n in range(REPLICAS):
-        volumes = {v["name"]: tmp_path / f"pod{n}" / v["name"] for v in spec["volumes"]}
+    for n in range(count):
+        volumes = {
+            v["name"]: tmp_path / deployment / f"pod{n}" / v["name"] for v in spec["volumes"]
+        }
         for path in volumes.values():
             path.mkdir(parents=True, exist_ok=True)
         pods.append(Pod(spec, prod, secret, volumes, bucket | overrides))
@@ -58,9 +66,12 @@ def replicas(
 async def test_three_replicas_migrate_once_and_all_become_ready(
     prod: list[Manifest], empty_db: URL, tmp_path: Path, s3: S3Server
 ) -> None:
-    spec, pods = replicas(prod, empty_db, tmp_path, s3)
+    spec, api_pods = replicas(prod, empty_db, tmp_path, s3)
+    worker_spec, workers = replicas(prod, empty_db, tmp_path, s3, "backend-worker", 1)
     assert spec["initContainers"][0]["command"] == ["alembic", "upgrade", "head"]
+    assert worker_spec["initContainers"][0]["command"] == ["alembic", "upgrade", "head"]
     readiness = spec["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    pods = [*api_pods, *workers]
     try:
         await asyncio.gather(*(asyncio.to_thread(pod.start) for pod in pods))
         for pod in pods:
@@ -71,7 +82,8 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
         assert await db.current_revisions(empty_db) == set(head_revisions())
 
         statuses = await asyncio.gather(*(pod.wait_ready(readiness) for pod in pods))
-        assert statuses == [200] * REPLICAS
+        assert statuses == [200] * len(pods)
+        pods = api_pods
         # The replicas share the database, the JWT secret and the bucket.
         account = {"email": "ro@example.com", "username": "rollout", "password": "horse battery"}
         async with httpx.AsyncClient() as client:
@@ -90,12 +102,37 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
             download = await client.get(f"{last}/files/{upload.json()['id']}/content", headers=auth)
             assert download.content == b"shared bucket"
             assert len(files_in(s3.folder(tmp_path.name))) == 1
+
+            # The API's pods queue a document; the worker's pod (its own process) ingests it.
+            kb = await client.post(f"{first}/knowledge-bases", headers=auth, json={"name": "kb"})
+            document = await client.post(
+                f"{last}/knowledge-bases/{kb.json()['id']}/documents",
+                headers=auth,
+                json={"file_id": upload.json()["id"]},
+            )
+            assert document.status_code == 202, document.text
+            url = f"http://127.0.0.1:{pods[0].port}{document.headers['location']}"
+            status = await wait_for_status(client, url, auth)
+            assert status == "ready"
+            health = await client.get(f"http://127.0.0.1:{workers[0].port}/healthz")
+            assert health.json()["processed"] == 1
     finally:
-        exit_codes = [pod.stop() for pod in pods]
+        exit_codes = [pod.stop() for pod in [*api_pods, *workers]]
     # SIGTERM on a rollout is a graceful shutdown (uvicorn then re-raises the signal it got).
-    assert exit_codes == [-signal.SIGTERM] * REPLICAS
-    for pod in pods:
+    assert exit_codes == [-signal.SIGTERM] * (REPLICAS + 1)
+    for pod in [*api_pods, *workers]:
         assert "Application shutdown complete." in pod.logs()
+
+
+async def wait_for_status(client: httpx.AsyncClient, url: str, auth: dict[str, str]) -> str:
+    """The document's status once it is no longer queued or being processed."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        status = str((await client.get(url, headers=auth)).json()["status"])
+        if status not in ("pending", "processing"):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(0.2)
 
 
 async def test_a_failing_migration_keeps_every_replica_from_serving(

@@ -1,5 +1,6 @@
 """Documents from real files through the API: PDF, DOCX, HTML and Markdown, with where each
-chunk came from; and every file that cannot be read refused with its reason, nothing stored."""
+chunk came from; a file that cannot be read ends `failed` with the reason, no chunk stored,
+and a type that cannot be a document is refused at once (415)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from backend.modules.knowledge_base.models import Chunk, Document
 from tests.modules.test_knowledge_base import KBS, make_kb
 from tests.support.documents import docx, pdf
 from tests.support.factories import user_with_token
+from tests.support.ingest import add_document
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -32,9 +34,7 @@ async def document_from(
         "/api/v1/files", headers=headers, files={"file": (name, content, content_type)}
     )
     assert uploaded.status_code == 201, uploaded.text
-    return await client.post(
-        f"{KBS}/{kb}/documents", headers=headers, json={"file_id": uploaded.json()["id"]}
-    )
+    return await add_document(client, headers, f"{KBS}/{kb}", {"file_id": uploaded.json()["id"]})
 
 
 async def best(
@@ -62,7 +62,7 @@ async def test_a_pdf_keeps_its_pages_and_bookmarks(
         outline=[("Handbook", 0, 0), ("Maintenance", 1, 1), ("Calibration", 2, 1)],
     )
     document = await document_from(client, headers, kb, "handbook.pdf", content, PDF)
-    assert document.status_code == 201, document.text
+    assert document.json()["status"] == "ready", document.text
     assert document.json()["chunk_count"] == 3  # a chunk never spans two pages
 
     found = await best(client, headers, kb, "how do I clean the mirror")
@@ -80,7 +80,7 @@ async def test_a_pdf_with_an_empty_password_is_read(
     kb = await make_kb(client, headers)
     content = pdf(["Restricted but readable text."], password="")
     document = await document_from(client, headers, kb, "r.pdf", content, PDF)
-    assert document.status_code == 201, document.text
+    assert document.json()["status"] == "ready", document.text
 
 
 async def test_docx_html_and_markdown_keep_their_heading_paths(
@@ -111,7 +111,7 @@ async def test_docx_html_and_markdown_keep_their_heading_paths(
         ("garden.md", markdown, "text/markdown"),
     ):
         document = await document_from(client, headers, kb, name, content, content_type)
-        assert document.status_code == 201, (name, document.text)
+        assert document.json()["status"] == "ready", (name, document.text)
 
     found = await best(client, headers, kb, "inlet valve drain")
     assert (found["page"], found["section"]) == (None, "Operations manual > Valves")
@@ -151,12 +151,13 @@ async def test_files_that_cannot_be_read_are_refused_with_the_reason(
         ("latin1.txt", "caf\xe9".encode("latin-1"), "text/plain", "not UTF-8"),
     ]
     for name, content, content_type, reason in cases:
-        response = await document_from(client, headers, kb, name, content, content_type)
-        assert response.status_code == 422, (name, response.text)
-        assert reason in response.json()["detail"], (name, response.json())
+        document = await document_from(client, headers, kb, name, content, content_type)
+        assert document.json()["status"] == "failed", (name, document.text)
+        assert reason in document.json()["error"], (name, document.json())
+        assert document.json()["chunk_count"] == 0
     image = await document_from(client, headers, kb, "a.png", b"\x89PNG....", "image/png")
     assert image.status_code == 415
     assert "PDF, DOCX, HTML, Markdown and plain text" in image.json()["detail"]
 
-    assert await session.scalar(select(func.count()).select_from(Document)) == 0
+    assert await session.scalar(select(func.count()).select_from(Document)) == len(cases)
     assert await session.scalar(select(func.count()).select_from(Chunk)) == 0

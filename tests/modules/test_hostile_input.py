@@ -22,6 +22,7 @@ from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.models import User
 from tests.conftest import BOTH_BACKENDS
 from tests.support.factories import PASSWORD, create_user, files_in, login, user_with_token
+from tests.support.ingest import add_document
 from tests.support.settings import configured
 
 API = "/api/v1"
@@ -80,13 +81,11 @@ async def test_a_text_file_with_nul_bytes_is_not_a_document(
     upload = await client.post(
         f"{API}/files", headers=auth, files={"file": ("bin.txt", b"text\x00more", "text/plain")}
     )
-    added = await client.post(
-        f"{API}/knowledge-bases/{kb['id']}/documents",
-        headers=auth,
-        json={"file_id": upload.json()["id"]},
+    added = await add_document(
+        client, auth, f"{API}/knowledge-bases/{kb['id']}", {"file_id": upload.json()["id"]}
     )
-    assert added.status_code == 422
-    assert "NUL" in added.json()["detail"]
+    assert added.json()["status"] == "failed"
+    assert "NUL" in added.json()["error"]
 
 
 async def test_non_finite_numbers_in_an_invalid_body_get_a_422(
@@ -128,12 +127,10 @@ async def test_punctuation_only_documents_and_queries_score_as_numbers(
     _, auth = await user_with_token(client, session)
     kb = (await client.post(f"{API}/knowledge-bases", headers=auth, json={"name": "kb"})).json()
     for text in ("?!?! ... ---", "Alembic migrations upgrade the schema."):
-        added = await client.post(
-            f"{API}/knowledge-bases/{kb['id']}/documents",
-            headers=auth,
-            json={"title": "t", "text": text},
+        added = await add_document(
+            client, auth, f"{API}/knowledge-bases/{kb['id']}", {"title": "t", "text": text}
         )
-        assert added.status_code == 201, added.text
+        assert added.json()["status"] == "ready", added.text
     for query in ("???", "schema migrations"):
         found = await client.post(
             f"{API}/knowledge-bases/{kb['id']}/search", headers=auth, json={"query": query}

@@ -18,6 +18,7 @@ from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
 from backend.modules.knowledge_base.service import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.support.factories import user_with_token
+from tests.support.ingest import add_document
 
 KBS = "/api/v1/knowledge-bases"
 
@@ -46,9 +47,7 @@ async def make_kb(client: httpx.AsyncClient, headers: dict[str, str], name: str 
 async def add_text(
     client: httpx.AsyncClient, headers: dict[str, str], kb: str, title: str, text: str
 ) -> httpx.Response:
-    return await client.post(
-        f"{KBS}/{kb}/documents", headers=headers, json={"title": title, "text": text}
-    )
+    return await add_document(client, headers, f"{KBS}/{kb}", {"title": title, "text": text})
 
 
 async def test_crud(client: httpx.AsyncClient, session: AsyncSession) -> None:
@@ -81,7 +80,7 @@ async def test_documents_are_chunked_embedded_and_searchable(
     ids = {}
     for title, text in CORPUS.items():
         response = await add_text(client, headers, kb, title, text)
-        assert response.status_code == 201
+        assert response.status_code == 200
         assert response.json()["chunk_count"] == 1
         ids[title] = response.json()["id"]
 
@@ -143,7 +142,7 @@ async def test_the_default_model_finds_passages_by_meaning(
     _, headers = await user_with_token(client, session)
     kb = await make_kb(client, headers)
     for title, text in PARAPHRASES.items():
-        assert (await add_text(client, headers, kb, title, text)).status_code == 201
+        assert (await add_text(client, headers, kb, title, text)).status_code == 200
     titles = {
         d["id"]: d["title"]
         for d in (await client.get(f"{KBS}/{kb}/documents", headers=headers)).json()["items"]
@@ -166,7 +165,7 @@ async def test_vectors_are_stored_and_compared_as_the_embedder_made_them(
     _, headers = await user_with_token(client, session)
     kb = await make_kb(client, headers)
     text = CORPUS["Astronomy"]
-    assert (await add_text(client, headers, kb, "Astronomy", text)).status_code == 201
+    assert (await add_text(client, headers, kb, "Astronomy", text)).status_code == 200
 
     [expected] = await WordLlamaEmbedder(EMBEDDING_DIM).embed([text])
     stored = await session.scalar(select(Chunk.embedding).where(Chunk.text == text))
@@ -215,10 +214,11 @@ async def test_document_from_an_uploaded_markdown_file(
         headers=headers,
         files={"file": ("guide.md", text.encode(), "text/markdown")},
     )
-    document = await client.post(
-        f"{KBS}/{kb}/documents", headers=headers, json={"file_id": uploaded.json()["id"]}
+    document = await add_document(
+        client, headers, f"{KBS}/{kb}", {"file_id": uploaded.json()["id"]}
     )
-    assert document.status_code == 201
+    assert document.status_code == 200
+    assert document.json()["status"] == "ready"
     assert document.json()["title"] == "guide.md"
     assert document.json()["chunk_count"] > 1
 

@@ -8,6 +8,7 @@ release 2's revision swaps the columns. The new model here is WordLlama cut to 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,21 +67,50 @@ async def client(migrated_db: URL, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
         yield http
 
 
-def reembed(url: URL, dimension: int) -> subprocess.Popen[str]:
-    env = {
+REEMBED = [sys.executable, "-m", "backend.modules.knowledge_base.reembed", "--batch-size", "8"]
+
+
+def reembed_env(url: URL, dimension: int) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": db.sync_url(url),
         "EMBEDDING_PROVIDER": "wordllama",
         "EMBEDDING_DIM": str(dimension),
     }
+
+
+def reembed(url: URL, dimension: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "backend.modules.knowledge_base.reembed", "--batch-size", "32"],
+        REEMBED,
         cwd=PROJECT_ROOT,
-        env=env,
+        env=reembed_env(url, dimension),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+async def reembed_process(url: URL, dimension: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *REEMBED,
+        cwd=PROJECT_ROOT,
+        env=reembed_env(url, dimension),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def until_ready(
+    client: httpx.AsyncClient, headers: dict[str, str], kb: str, count: int
+) -> None:
+    """Until the app's own worker (in-process, the default) has stored all `count` documents'
+    chunks (one each)."""
+    deadline = asyncio.get_running_loop().time() + 120
+    while (await client.get(f"/knowledge-bases/{kb}", headers=headers)).json()[
+        "chunk_count"
+    ] < count:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
 
 
 async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
@@ -94,14 +124,15 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
     kb = (await client.post("/knowledge-bases", headers=headers, json={"name": "kb"})).json()["id"]
     documents = f"/knowledge-bases/{kb}/documents"
+    added = []
     for title, text in PARAPHRASES.items():
-        response = await client.post(
-            documents, headers=headers, json={"title": title, "text": text}
-        )
-        assert response.status_code == 201
+        document = {"title": title, "text": text}
+        added.append(await client.post(documents, headers=headers, json=document))
     for n in range(FILLER):
         filler = {"title": f"filler {n}", "text": f"Inventory record {n}: {n * 7} crates of bolts."}
-        assert (await client.post(documents, headers=headers, json=filler)).status_code == 201
+        added.append(await client.post(documents, headers=headers, json=filler))
+    assert {response.status_code for response in added} == {202}
+    await until_ready(client, headers, kb, len(added))
 
     async def first_titles() -> dict[str, str]:
         titles = {}
@@ -120,21 +151,21 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
 
     # Release 1's revision, then reembed with the new model while release 1 serves.
     await run_revision(migrated_db, model_change.add_next_column, 128)
-    process = reembed(migrated_db, 128)
+    process = await reembed_process(migrated_db, 128)
+    assert process.stdout is not None
+    output = (await process.stdout.readline()).decode()  # it has begun
+    late = {"title": "late", "text": "Added while the vectors were being remade."}
+    assert (await client.post(documents, headers=headers, json=late)).status_code == 202
     searched_while_running = 0
-    added_meanwhile = None
-    while process.poll() is None:
+    while process.returncode is None:
         assert await first_titles() == before  # the old vectors, the old model: same answers
         searched_while_running += 1
-        if added_meanwhile is None:
-            added = await client.post(
-                documents, headers=headers, json={"title": "late", "text": "Added mid-change."}
-            )
-            added_meanwhile = added.json()["id"]
-        await asyncio.sleep(0.05)
-    output = process.stdout.read() if process.stdout else ""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 0.05)
+    output += (await process.stdout.read()).decode()
     assert process.returncode == 0, output
     assert searched_while_running >= 2, output  # the searches really overlapped the run
+    await until_ready(client, headers, kb, len(added) + 1)
     chunks = len(PARAPHRASES) + FILLER + 1
     assert f"{chunks} chunks embedded into embedding_next" in output
     missing = await db.fetch_all(

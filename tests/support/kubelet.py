@@ -78,6 +78,7 @@ class Pod:
         env = container_env(container, self.manifests, self.secret, self.volumes)
         # This pod's own address: loopback and a port of its own.
         env |= {"UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(self.port)}
+        env |= {"WORKER_HOST": "127.0.0.1", "WORKER_PORT": str(self.port)}
         return {**IMAGE_ENV, **env, **self.overrides}
 
     def run_init_containers(self, timeout: float = 180) -> bool:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,10 +10,12 @@ from fastapi import Depends, FastAPI, Request
 
 from backend.core.errors import raises
 from backend.core.state import app_state, provided
-from backend.db.session import ReadSessionDep, SessionDep, release_connection
+from backend.db.session import Database, ReadSessionDep, SessionDep, release_connection
+from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
+from backend.modules.knowledge_base.ingestion import Ingestion, Worker
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -25,12 +28,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app_state(app)
     embedder = create_embedder(state.get(KnowledgeBaseSettings))
     state.provide(Embedder, embedder)
-    reranker = Reranker.from_settings(state.get(KnowledgeBaseSettings))
+    settings = state.get(KnowledgeBaseSettings)
+    reranker = Reranker.from_settings(settings)
     if reranker is not None:
         state.provide(Reranker, reranker)
+    ingestion = Ingestion(
+        state.get(Database), embedder=embedder, storage=state.get(Storage), settings=settings
+    )
+    state.provide(Ingestion, ingestion)
+    worker = None
+    if settings.ingestion_in_process:
+        running = Worker(
+            ingestion,
+            concurrency=settings.ingestion_concurrency,
+            poll=settings.ingestion_poll_seconds,
+        )
+        state.provide(Worker, running)
+        worker = asyncio.create_task(running.run(), name="ingestion-worker")
     try:
         yield
     finally:
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        state.remove(Worker)
+        state.remove(Ingestion)
         state.remove(Embedder)
         state.remove(Reranker)
         await embedder.aclose()

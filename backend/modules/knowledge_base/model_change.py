@@ -41,7 +41,7 @@ def add_next_column(dimension: int) -> None:
             "chunks",
             [NEXT_COLUMN],
             postgresql_using="hnsw",
-            postgresql_with={"m": 16, "ef_construction": 64},
+            postgresql_with={"m": 16, "ef_construction": 200},
             postgresql_ops={NEXT_COLUMN: "vector_cosine_ops"},
             postgresql_concurrently=True,
             if_not_exists=True,

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Computed, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Computed, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy import text as sql
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -40,6 +41,24 @@ class Document(UUIDPrimaryKey, Timestamps, Base):
     )
     chunk_count: Mapped[int] = mapped_column(Integer)
     char_count: Mapped[int] = mapped_column(Integer)
+    # Ingestion (backend/modules/knowledge_base/ingestion.py): pending -> processing -> ready,
+    # or failed with `error`. The table is the queue: `run_after` is when it may next be tried,
+    # `locked_until` the worker's lease, `pending_text` a text body until it is chunked.
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pending_text: Mapped[str | None] = mapped_column(Text, deferred=True)
+
+    __table_args__ = (
+        # What workers claim from: small, whatever the number of ready documents.
+        Index(
+            "ix_documents_queue",
+            "run_after",
+            postgresql_where=sql("status IN ('pending', 'processing')"),
+        ),
+    )
 
 
 class Chunk(UUIDPrimaryKey, Base):
@@ -73,7 +92,7 @@ class Chunk(UUIDPrimaryKey, Base):
             "ix_chunks_embedding_hnsw",
             "embedding",
             postgresql_using="hnsw",
-            postgresql_with={"m": 16, "ef_construction": 64},
+            postgresql_with={"m": 16, "ef_construction": 200},
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
         Index("ix_chunks_search_vector", "search_vector", postgresql_using="gin"),

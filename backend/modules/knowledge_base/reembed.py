@@ -7,7 +7,8 @@ API keeps searching `embedding` with the old model), else `chunks.embedding` whe
 (after the change's second revision, or the one-step form). Each batch is its own short
 transaction; rows are taken with SKIP LOCKED, so two runs share the work, and a run stopped
 half-way loses nothing: the next one continues where the vectors end. It passes over the table
-again until a pass finds nothing left, so chunks added meanwhile are included. Exit status 0
+again until a pass finds nothing left and no document is being ingested (due now), so chunks
+added meanwhile are included. Exit status 0
 when every chunk has a vector, 1 (with the reason) when it cannot go on.
 
     python -m backend.modules.knowledge_base.reembed [--batch-size 256]
@@ -98,6 +99,7 @@ async def reembed(
     )
     store = text(f"UPDATE chunks SET {column} = CAST(:vector AS real[])::vector WHERE id = :id")
     progress = Progress(column=column)
+    waited = 0.0
     while True:
         progress.passes += 1
         found_any = False
@@ -119,8 +121,30 @@ async def reembed(
             after = rows[-1].id
             progress.embedded += len(rows)
             report(progress)
-        if not found_any:
+        if found_any:
+            continue
+        # Documents being ingested add chunks soon: wait for them (not forever: with no worker
+        # running they never come; run `reembed` again once they have).
+        if waited >= IN_FLIGHT_MAX_WAIT_SECONDS or not await _ingestion_in_flight(engine):
             return progress
+        await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
+        waited += IN_FLIGHT_POLL_SECONDS
+
+
+# While documents are queued or being processed (due now), `reembed` waits for their chunks.
+IN_FLIGHT_POLL_SECONDS = 0.5
+IN_FLIGHT_MAX_WAIT_SECONDS = 120.0
+
+
+async def _ingestion_in_flight(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT EXISTS (SELECT FROM documents WHERE status IN ('pending', 'processing') "
+                "AND run_after <= now())"
+            )
+        )
+    return bool(found)
 
 
 async def _main(batch_size: int) -> int:

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request, Response, status
 from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
 from backend.db.session import ReadSessionDep, SessionDep
-from backend.modules.file.dependencies import StorageDep
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.dependencies import (
     EmbedderDep,
@@ -87,31 +86,42 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
 @router.post(
     "/{kb_id}/documents",
     response_model=DocumentRead,
-    status_code=status.HTTP_201_CREATED,
+    status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(
-        SourceFileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge, EmbeddingError
+        SourceFileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge
     ),
 )
 async def add_document(
+    request: Request,
+    response: Response,
     settings: KnowledgeBaseSettingsDep,
     session: SessionDep,
     user: CurrentUser,
     kb: OwnedKnowledgeBaseForUpdate,
     data: DocumentCreate,
-    storage: StorageDep,
-    embedder: EmbedderDep,
 ) -> DocumentRead:
-    """Add a document from `{title, text}` or from an uploaded text/markdown `{file_id}`."""
+    """Queue a document from `{title, text}` (read as Markdown) or an uploaded `{file_id}` (PDF,
+    DOCX, HTML, Markdown, plain text). It is `pending` until a worker has chunked and embedded
+    it (`ready`) or could not (`failed`, with `error`); `Location` is where to look."""
     document = await service.create_document(
-        session,
-        owner=user,
-        kb=kb,
-        data=data,
-        storage=storage,
-        embedder=embedder,
-        settings=settings,
+        session, owner=user, kb=kb, data=data, settings=settings
     )
+    location = request.url_for("get_document", kb_id=kb.id, doc_id=document.id)
+    response.headers["Location"] = str(location.path)
     return DocumentRead.model_validate(document)
+
+
+@router.get(
+    "/{kb_id}/documents/{doc_id}",
+    response_model=DocumentRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(DocumentNotFound),
+)
+async def get_document(
+    session: ReadSessionDep, kb: OwnedKnowledgeBase, doc_id: uuid.UUID
+) -> DocumentRead:
+    """One document, with its ingestion status."""
+    return DocumentRead.model_validate(await service.get_document(session, kb=kb, doc_id=doc_id))
 
 
 @router.get("/{kb_id}/documents", response_model=DocumentPage, status_code=status.HTTP_200_OK)

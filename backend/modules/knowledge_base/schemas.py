@@ -82,6 +82,9 @@ class DocumentRead(BaseModel):
     knowledge_base_id: uuid.UUID
     title: str
     source_file_id: uuid.UUID | None
+    # pending (queued) -> processing -> ready (searchable), or failed (`error` says why).
+    status: Literal["pending", "processing", "ready", "failed"]
+    error: str | None
     chunk_count: int
     char_count: int
     created_at: datetime

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -30,7 +29,6 @@ from backend.db.session import release_connection
 from backend.db.vector import query_vector, vector_value
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
-from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import (
@@ -43,7 +41,7 @@ from backend.modules.knowledge_base.exceptions import (
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk, Document, KnowledgeBase
-from backend.modules.knowledge_base.parsing import Section, kind_of, parse
+from backend.modules.knowledge_base.parsing import Section, kind_of
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
@@ -114,51 +112,20 @@ async def delete(session: AsyncSession, *, kb: KnowledgeBase) -> None:
     await session.flush()
 
 
-async def _file_sections(
-    session: AsyncSession,
-    *,
-    owner: User,
-    file_id: uuid.UUID,
-    storage: Storage,
-    settings: KnowledgeBaseSettings,
-) -> tuple[str, Sequence[Section]]:
-    """An uploaded file as (filename, sections), read through the file module and parsed."""
+async def _check_file(
+    session: AsyncSession, *, owner: User, file_id: uuid.UUID, settings: KnowledgeBaseSettings
+) -> str:
+    """The uploaded file's name, once it is known to be the caller's, of a format that can be
+    read and within the size limit; it is read and parsed by the worker."""
     try:
         file = await file_service.get(session, owner=owner, file_id=file_id)
     except FileNotFound:
         raise SourceFileNotFound() from None
-    kind = kind_of(file.content_type, file.filename)
-    if kind is None:
+    if kind_of(file.content_type, file.filename) is None:
         raise UnsupportedDocumentType(file.content_type)
     if file.size > settings.max_document_bytes:
         raise DocumentTooLarge(settings.max_document_bytes)
-    raw = await file_service.read_content(file=file, storage=storage)
-    await release_connection(session)  # parsing a PDF takes a while and needs no connection
-    sections = await to_thread.run_sync(
-        lambda: parse(kind, raw, max_pages=settings.max_document_pages)
-    )
-    return file.filename, sections
-
-
-async def _source(
-    session: AsyncSession,
-    *,
-    owner: User,
-    data: DocumentCreate,
-    storage: Storage,
-    settings: KnowledgeBaseSettings,
-) -> tuple[str, Sequence[Section]]:
-    """The document's title and sections, from the body (read as Markdown) or an uploaded file."""
-    if data.file_id is not None:
-        filename, sections = await _file_sections(
-            session, owner=owner, file_id=data.file_id, storage=storage, settings=settings
-        )
-        return data.title or filename, sections
-    assert data.text is not None
-    assert data.title is not None
-    if len(data.text.encode()) > settings.max_document_bytes:
-        raise DocumentTooLarge(settings.max_document_bytes)
-    return data.title, parse("markdown", data.text.encode(), max_pages=settings.max_document_pages)
+    return file.filename
 
 
 @dataclass(frozen=True)
@@ -170,47 +137,38 @@ class Piece:
     section: str | None
 
 
-def _pieces(sections: Sequence[Section], settings: KnowledgeBaseSettings) -> Sequence[Piece]:
+def pieces_of(sections: Sequence[Section], settings: KnowledgeBaseSettings) -> Sequence[Piece]:
     """Each section cut on its own: a chunk never spans two pages or two headings."""
+    size, overlap = settings.chunk_size, settings.chunk_overlap
     return [
         Piece(text, section.page, section.heading)
         for section in sections
-        for text in split_text(
-            section.text, size=settings.chunk_size, overlap=settings.chunk_overlap
-        )
+        for text in split_text(section.text, size=size, overlap=overlap)
     ]
 
 
-async def _store(
-    session: AsyncSession,
-    *,
-    kb: KnowledgeBase,
-    document: Document,
+def chunk_rows(
+    document_id: uuid.UUID,
+    kb_id: uuid.UUID,
     pieces: Sequence[Piece],
     vectors: Sequence[Sequence[float]],
-    language: str,
-) -> None:
-    """The document row, then all its chunks in one multi-row insert."""
-    session.add(document)
-    await session.flush()
-    await session.execute(
-        INSERT_CHUNKS,
-        [
-            {
-                "id": uuid.uuid4(),
-                "document_id": document.id,
-                "knowledge_base_id": kb.id,
-                "ordinal": ordinal,
-                "text": piece.text,
-                "page": piece.page,
-                "section": piece.section,
-                "vector": vector,
-                "language": language,
-            }
-            for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
-        ],
-    )
-    await _add_to_count(session, kb, len(pieces))
+    settings: KnowledgeBaseSettings,
+) -> Sequence[dict[str, Any]]:
+    """INSERT_CHUNKS's parameters: one row per piece, in order."""
+    return [
+        {
+            "id": uuid.uuid4(),
+            "document_id": document_id,
+            "knowledge_base_id": kb_id,
+            "ordinal": ordinal,
+            "text": piece.text,
+            "page": piece.page,
+            "section": piece.section,
+            "vector": vector,
+            "language": settings.search_language,
+        }
+        for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
+    ]
 
 
 async def create_document(
@@ -219,33 +177,41 @@ async def create_document(
     owner: User,
     kb: KnowledgeBase,
     data: DocumentCreate,
-    storage: Storage,
-    embedder: Embedder,
     settings: KnowledgeBaseSettings,
 ) -> Document:
-    """Read the source, cut it into chunks, embed them, store them."""
-    title, sections = await _source(
-        session, owner=owner, data=data, storage=storage, settings=settings
-    )
-    pieces = _pieces(sections, settings)
-    if not pieces:
-        raise EmptyDocument()
-    vectors = await embedder.embed([piece.text for piece in pieces])
+    """Check the source and queue the document (`pending`): a worker chunks and embeds it
+    (backend/modules/knowledge_base/ingestion.py)."""
+    if data.file_id is not None:
+        filename = await _check_file(session, owner=owner, file_id=data.file_id, settings=settings)
+        title = data.title or filename
+    else:
+        assert data.text is not None
+        assert data.title is not None
+        if len(data.text.encode()) > settings.max_document_bytes:
+            raise DocumentTooLarge(settings.max_document_bytes)
+        if not data.text.strip():
+            raise EmptyDocument()
+        title = data.title
     document = Document(
         knowledge_base_id=kb.id,
         title=title,
         source_file_id=data.file_id,
-        chunk_count=len(pieces),
-        char_count=sum(len(section.text) for section in sections),
+        pending_text=data.text,
+        status="pending",
+        chunk_count=0,
+        char_count=0,
     )
-    await _store(
-        session,
-        kb=kb,
-        document=document,
-        pieces=pieces,
-        vectors=vectors,
-        language=settings.search_language,
+    session.add(document)
+    await session.flush()
+    return document
+
+
+async def get_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> Document:
+    document = await session.scalar(
+        select(Document).where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
     )
+    if document is None:
+        raise DocumentNotFound()
     return document
 
 
@@ -269,8 +235,11 @@ async def list_documents(
 
 
 async def delete_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> None:
+    # Locked: a worker storing its chunks finishes first, and its count is the one taken off.
     document = await session.scalar(
-        select(Document).where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
+        select(Document)
+        .where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
+        .with_for_update()
     )
     if document is None:
         raise DocumentNotFound()

@@ -1,0 +1,302 @@
+"""Documents are chunked, embedded and indexed in the background, by a worker.
+
+The queue is the `documents` table itself: a document is added `pending` (in the request's
+transaction, so a document and its job exist together or not at all), and a worker claims it
+(`processing`), stores its chunks and marks it `ready`, or `failed` with the reason. Claims are
+`FOR UPDATE SKIP LOCKED`, so any number of workers share the work, and leased: a worker that
+dies holding a document loses it when `locked_until` passes and another takes it over. A
+failure worth retrying (the embedder, the storage, the database) puts the document back with a
+backoff until INGESTION_MAX_ATTEMPTS; a file that cannot be read fails at once. The chunks are
+written in the same transaction that marks the document `ready`, after deleting any it has, and
+only by the worker whose claim is still current: a retried document never has its chunks twice.
+
+Why not a job library (procrastinate): it needs a second PostgreSQL driver (psycopg) and a
+schema of its own to migrate, for one kind of job whose row already exists here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import Row, bindparam, delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.errors import AppError
+from backend.db.session import Database
+from backend.modules.file import service as file_service
+from backend.modules.file.models import File
+from backend.modules.file.storage import Storage
+from backend.modules.knowledge_base.embeddings import Embedder
+from backend.modules.knowledge_base.exceptions import EmptyDocument, SourceFileNotFound
+from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
+from backend.modules.knowledge_base.parsing import Section, kind_of, parse
+from backend.modules.knowledge_base.service import INSERT_CHUNKS, chunk_rows, pieces_of
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
+
+log = logging.getLogger("backend.ingestion")
+
+# How long a claim holds: a document still `processing` after this is taken over.
+LEASE_SECONDS = 300
+# The wait before retry n is BACKOFF_SECONDS * 2**(n-1), at most MAX_BACKOFF_SECONDS.
+BACKOFF_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 300.0
+
+CLAIM = text(
+    """
+    UPDATE documents SET status = 'processing', attempts = attempts + 1,
+        locked_until = now() + make_interval(secs => :lease)
+    WHERE id IN (
+        SELECT id FROM documents
+        WHERE status IN ('pending', 'processing') AND run_after <= now()
+            AND (locked_until IS NULL OR locked_until < now())
+        ORDER BY run_after, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, knowledge_base_id, source_file_id, pending_text, attempts
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A document a worker holds: what it needs to process it, and which attempt this is."""
+
+    id: uuid.UUID
+    knowledge_base_id: uuid.UUID
+    source_file_id: uuid.UUID | None
+    pending_text: str | None
+    attempts: int
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> Claim:
+        return cls(
+            row.id, row.knowledge_base_id, row.source_file_id, row.pending_text, row.attempts
+        )
+
+
+class Ingestion:
+    """Processes claimed documents with the process's embedder and storage."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        embedder: Embedder,
+        storage: Storage,
+        settings: KnowledgeBaseSettings,
+    ) -> None:
+        self.database = database
+        self.embedder = embedder
+        self.storage = storage
+        self.settings = settings
+
+    async def claim(self, limit: int = 1) -> list[Claim]:
+        async with self.database.sessionmaker() as session, session.begin():
+            rows = await session.execute(CLAIM, {"lease": LEASE_SECONDS, "limit": limit})
+            return [Claim.of(row) for row in rows]
+
+    async def process(self, claim: Claim) -> str:
+        """Chunk, embed and store one claimed document; its new status."""
+        started = time.perf_counter()
+        try:
+            sections = await self._sections(claim)
+            pieces = pieces_of(sections, self.settings)
+            if not pieces:
+                raise EmptyDocument()
+            vectors = await self.embedder.embed([piece.text for piece in pieces])
+            async with self.database.sessionmaker() as session, session.begin():
+                stored = await self._still_mine(session, claim)
+                if stored is None:
+                    return "superseded"
+                await session.execute(delete(Chunk).where(Chunk.document_id == claim.id))
+                rows = chunk_rows(claim.id, claim.knowledge_base_id, pieces, vectors, self.settings)
+                await session.execute(INSERT_CHUNKS, rows)
+                await _ready(session, claim, chunks=len(pieces), before=stored, sections=sections)
+        except AppError as exc:
+            if exc.status_code >= 500 and claim.attempts < self.settings.ingestion_max_attempts:
+                return await self._retry(claim, exc.detail)
+            return await self._fail(claim, exc.detail)
+        except Exception as exc:  # the database, the network: worth another try
+            log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=True)
+            if claim.attempts < self.settings.ingestion_max_attempts:
+                return await self._retry(claim, f"{type(exc).__name__}: {exc}")
+            return await self._fail(claim, f"{type(exc).__name__}: {exc}")
+        log.info(
+            "document %s ready: %d chunks in %.2f s",
+            claim.id,
+            len(pieces),
+            time.perf_counter() - started,
+        )
+        return "ready"
+
+    async def _sections(self, claim: Claim) -> list[Section]:
+        limit = self.settings.max_document_pages
+        if claim.pending_text is not None:
+            raw = claim.pending_text.encode()
+            return await to_thread.run_sync(lambda: parse("markdown", raw, max_pages=limit))
+        async with self.database.read_sessionmaker() as session:
+            file = await session.get(File, claim.source_file_id)
+        if file is None:
+            raise SourceFileNotFound("The source file was deleted before it was processed")
+        kind = kind_of(file.content_type, file.filename)
+        assert kind is not None  # checked when the document was added
+        data = await file_service.read_content(file=file, storage=self.storage)
+        return await to_thread.run_sync(lambda: parse(kind, data, max_pages=limit))
+
+    async def _still_mine(self, session: AsyncSession, claim: Claim) -> int | None:
+        """The document's stored chunk count, locked, if it still exists and no later claim took
+        it over (its lease ran out); else None."""
+        row = (
+            await session.execute(
+                select(Document.attempts, Document.chunk_count)
+                .where(Document.id == claim.id, Document.status == "processing")
+                .with_for_update()
+            )
+        ).one_or_none()
+        return row.chunk_count if row is not None and row.attempts == claim.attempts else None
+
+    async def _retry(self, claim: Claim, reason: str) -> str:
+        wait = min(BACKOFF_SECONDS * 2 ** (claim.attempts - 1), MAX_BACKOFF_SECONDS)
+        await self._set(claim, status="pending", error=reason, wait=wait)
+        return "pending"
+
+    async def _fail(self, claim: Claim, reason: str) -> str:
+        await self._set(claim, status="failed", error=reason, wait=0.0)
+        return "failed"
+
+    async def _set(self, claim: Claim, *, status: str, error: str, wait: float) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Document)
+                .where(Document.id == claim.id, Document.attempts == claim.attempts)
+                .values(
+                    status=status,
+                    error=error[:2000],
+                    locked_until=None,
+                    run_after=text("now() + make_interval(secs => :wait)").bindparams(
+                        bindparam("wait", wait)
+                    ),
+                )
+            )
+
+    async def release(self, claims: list[Claim]) -> None:
+        """Hand documents back unprocessed (this attempt not counted)."""
+        if not claims:
+            return
+        try:
+            async with self.database.sessionmaker() as session, session.begin():
+                for claim in claims:
+                    await session.execute(
+                        update(Document)
+                        .where(Document.id == claim.id, Document.attempts == claim.attempts)
+                        .values(status="pending", locked_until=None, attempts=claim.attempts - 1)
+                    )
+        except Exception:  # their leases run out instead
+            log.warning("handing back %d documents failed", len(claims), exc_info=True)
+
+    async def drain(self) -> int:
+        """Process what is claimable now, one at a time, until nothing is: for tests and the
+        `--once` command. The number of documents processed."""
+        done = 0
+        while claims := await self.claim():
+            for claim in claims:
+                await self.process(claim)
+                done += 1
+        return done
+
+
+async def _ready(
+    session: AsyncSession, claim: Claim, *, chunks: int, before: int, sections: list[Section]
+) -> None:
+    """The document is ready; its knowledge base counts its chunks (in SQL: concurrent
+    documents must not lose each other's counts)."""
+    await session.execute(
+        update(Document)
+        .where(Document.id == claim.id)
+        .values(
+            status="ready",
+            chunk_count=chunks,
+            char_count=sum(len(section.text) for section in sections),
+            pending_text=None,
+            error=None,
+            locked_until=None,
+        )
+    )
+    await session.execute(
+        update(KnowledgeBase)
+        .where(KnowledgeBase.id == claim.knowledge_base_id)
+        .values(chunk_count=KnowledgeBase.chunk_count + chunks - before)
+    )
+
+
+class Worker:
+    """Claims and processes documents until stopped, at most `concurrency` at a time; waits
+    `poll` seconds when there is nothing to do."""
+
+    def __init__(self, ingestion: Ingestion, *, concurrency: int, poll: float) -> None:
+        self.ingestion = ingestion
+        self.concurrency = concurrency
+        self.poll = poll
+        self.wake = asyncio.Event()
+        self.last_loop = time.monotonic()
+        self.processed = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        running: dict[asyncio.Task[str], Claim] = {}
+        try:
+            while True:
+                self.last_loop = time.monotonic()
+                free = self.concurrency - len(running)
+                claims = await self._claim(free) if free else []
+                for claim in claims:
+                    task = asyncio.create_task(self.ingestion.process(claim))
+                    running[task] = claim
+                    task.add_done_callback(self._done(running))
+                if claims and len(running) < self.concurrency:
+                    continue  # maybe more are waiting
+                # Nothing to claim, or every slot busy: until a slot frees, a wake-up or the poll.
+                self.wake.clear()
+                woken = asyncio.ensure_future(self.wake.wait())
+                pending: set[asyncio.Future[Any]] = {*running, woken}
+                await asyncio.wait(pending, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+        finally:
+            # Stopping (SIGTERM, shutdown): what is in flight goes back to the queue now rather
+            # than when its lease runs out.
+            unfinished = [claim for task, claim in running.items() if not task.done()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.shield(self.ingestion.release(unfinished))
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        try:
+            claims = await self.ingestion.claim(limit)
+        except Exception as exc:  # the database is away (or behind): back off, say it once
+            if not self.failures:
+                log.warning("claiming documents failed, retrying: %s", str(exc).splitlines()[0])
+            self.failures += 1
+            await asyncio.sleep(min(30.0, self.poll * 2**self.failures))
+            return []
+        if self.failures:
+            log.info("claiming documents works again")
+            self.failures = 0
+        return claims
+
+    def _done(self, running: dict[asyncio.Task[str], Claim]) -> Callable[[asyncio.Task[str]], None]:
+        def done(task: asyncio.Task[str]) -> None:
+            running.pop(task, None)
+            self.processed += 1
+            if not task.cancelled() and task.exception() is not None:
+                log.error("processing a document failed", exc_info=task.exception())
+
+        return done

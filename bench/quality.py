@@ -1,0 +1,193 @@
+"""Retrieval quality: nDCG@10 and recall@10 per search mode and embedder, through the API.
+
+    python -m bench.quality DATASET [--embedders hashing,wordllama] [--queries N]
+
+DATASET is a folder in BEIR's format (the format of SciFact, NFCorpus, FiQA, ...):
+`corpus.jsonl` ({"_id", "title", "text"} a line), `queries.jsonl` ({"_id", "text"}) and
+`qrels/test.tsv` (query-id, corpus-id, score, with a header line). For each embedder the
+corpus goes into a knowledge base of its own, on a scratch database migrated by the real
+`alembic upgrade head`, through `POST .../documents` and the app's own ingestion; each judged
+query is asked in each mode through `POST .../search`. A document's rank is that of its best
+chunk. An OpenAI-compatible server is measured with `--embedders openai` and the EMBEDDING_*
+settings in the environment.
+
+It prints a table and writes it to bench/results/quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import URL, make_url
+
+from backend.core.config import PROJECT_ROOT, AppSettings, settings_classes
+from backend.core.state import app_state
+from backend.db.embedded import embedded_database_url
+from backend.main import create_app
+from backend.modules.knowledge_base.ingestion import Ingestion
+from bench.db import alembic_upgrade, dsn, scratch_database
+
+K = 10
+MODES = ("vector", "keyword", "hybrid")
+# Chunks asked for per query: enough to find 10 distinct documents when they have several.
+TOP_CHUNKS = 30
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # id -> (title, text)
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # query id -> document id -> grade (> 0: relevant)
+
+
+def load_beir(folder: Path, *, queries: int | None = None) -> Dataset:
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            corpus[str(row["_id"])] = (str(row.get("title") or ""), str(row["text"]))
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        if line.strip():
+            query, document, grade = line.split("\t")[:3]
+            if int(grade) > 0 and document in corpus:
+                qrels.setdefault(query, {})[document] = int(grade)
+    asked = {}
+    for line in (folder / "queries.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if str(row["_id"]) in qrels:
+                asked[str(row["_id"])] = str(row["text"])
+    if queries is not None:
+        asked = dict(sorted(asked.items())[:queries])
+    return Dataset(folder.name, corpus, asked, {q: qrels[q] for q in asked})
+
+
+def ndcg(ranked: list[str], judged: dict[str, int], k: int = K) -> float:
+    """Normalised discounted cumulative gain at k, graded (BEIR's and trec_eval's form)."""
+    gain = sum(judged.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sum(
+        g / math.log2(i + 2) for i, g in enumerate(sorted(judged.values(), reverse=True)[:k])
+    )
+    return gain / ideal if ideal else 0.0
+
+
+def recall(ranked: list[str], judged: dict[str, int], k: int = K) -> float:
+    return len(set(ranked[:k]) & set(judged)) / len(judged) if judged else 0.0
+
+
+async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, Any]:
+    """One embedder: load the corpus through the API, ask every query in every mode."""
+    async with scratch_database(server, f"bench_quality_{embedder}") as url:
+        alembic_upgrade(url)
+        app = create_app(
+            *_settings(
+                database_url=dsn(url), embedding_provider=embedder, ingestion_in_process=False
+            )
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://q/api/v1", timeout=600) as api,
+        ):
+            headers = await _login(api)
+            kb = (await api.post("/knowledge-bases", headers=headers, json={"name": "q"})).json()
+            documents: dict[str, str] = {}  # the API's document id -> the dataset's
+            started = time.perf_counter()
+            for doc_id, (title, text) in dataset.corpus.items():
+                body = {"title": title or doc_id, "text": f"{title}\n\n{text}".strip()}
+                added = await api.post(
+                    f"/knowledge-bases/{kb['id']}/documents", headers=headers, json=body
+                )
+                added.raise_for_status()
+                documents[added.json()["id"]] = doc_id
+            await app_state(app).get(Ingestion).drain()
+            ingest_seconds = time.perf_counter() - started
+            scores: dict[str, dict[str, float]] = {}
+            for mode in MODES:
+                ndcgs, recalls = [], []
+                for query_id, query in dataset.queries.items():
+                    found = await api.post(
+                        f"/knowledge-bases/{kb['id']}/search",
+                        headers=headers,
+                        json={"query": query, "top_k": TOP_CHUNKS, "mode": mode},
+                    )
+                    found.raise_for_status()
+                    ranked = list(
+                        dict.fromkeys(documents[r["document_id"]] for r in found.json()["results"])
+                    )
+                    ndcgs.append(ndcg(ranked, dataset.qrels[query_id]))
+                    recalls.append(recall(ranked, dataset.qrels[query_id]))
+                scores[mode] = {"ndcg": statistics.mean(ndcgs), "recall": statistics.mean(recalls)}
+    return {"embedder": embedder, "ingest_s": ingest_seconds, "modes": scores}
+
+
+def _settings(**values: Any) -> list[AppSettings]:
+    """One instance per settings class that declares any of `values`."""
+    return [
+        kind(**{k: v for k, v in values.items() if k in kind.model_fields})
+        for kind in settings_classes()
+        if set(values) & set(kind.model_fields)
+    ]
+
+
+async def _login(api: httpx.AsyncClient) -> dict[str, str]:
+    account = {"email": "q@example.com", "username": "quality", "password": "horse battery"}
+    (await api.post("/auth/register", json=account)).raise_for_status()
+    token = await api.post("/auth/token", data={"username": "quality", "password": "horse battery"})
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def report(dataset: Dataset, results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Retrieval quality: {dataset.name}",
+        "",
+        f"{len(dataset.corpus):,} documents, {len(dataset.queries):,} judged queries; nDCG@10 and "
+        "recall@10 by document (a document ranks as its best chunk), through the API.",
+        "",
+        "| embedder | mode | nDCG@10 | recall@10 |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        for mode, score in result["modes"].items():
+            lines.append(
+                f"| {result['embedder']} | {mode} | {score['ndcg']:.3f} | {score['recall']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+async def run(server: URL, folder: Path, embedders: list[str], queries: int | None) -> str:
+    dataset = load_beir(folder, queries=queries)
+    results = [await evaluate(server, dataset, embedder) for embedder in embedders]
+    return report(dataset, results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality")
+    parser.add_argument("dataset", type=Path, help="a folder in BEIR's format")
+    parser.add_argument("--embedders", default="hashing,wordllama")
+    parser.add_argument("--queries", type=int, default=None, help="at most this many queries")
+    args = parser.parse_args(argv)
+    if not (args.dataset / "corpus.jsonl").is_file():
+        parser.error(f"{args.dataset} has no corpus.jsonl: not a BEIR-format folder")
+    server = make_url(embedded_database_url(PROJECT_ROOT / ".data" / "postgres-bench"))
+    table = asyncio.run(run(server, args.dataset, args.embedders.split(","), args.queries))
+    print(table)
+    out = PROJECT_ROOT / "bench" / "results" / "quality.md"
+    out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The retrieval-quality benchmark: its metrics, and a run through the API on a labelled set in
+BEIR's format (here the paraphrase set the default model is tested with)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from bench.quality import evaluate, load_beir, ndcg, recall, report
+from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS
+
+pytestmark = pytest.mark.slow
+
+
+def test_ndcg_and_recall_are_the_textbook_ones() -> None:
+    judged = {"a": 2, "b": 1}
+    assert ndcg(["a", "b", "x"], judged) == 1.0
+    assert ndcg(["x", "y"], judged) == 0.0
+    # b first, a second: (1/log2(2) + 2/log2(3)) / (2/log2(2) + 1/log2(3))
+    expected = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert ndcg(["b", "a"], judged) == pytest.approx(expected)
+    assert recall(["a", "x"], judged) == 0.5
+    assert recall(["x"] * 10 + ["a"], judged) == 0.0  # past the 10th
+
+
+def beir(folder: Path) -> Path:
+    ids = {title: f"d{n}" for n, title in enumerate(PARAPHRASES)}
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": ids[t], "title": "", "text": text}) + "\n"
+            for t, text in PARAPHRASES.items()
+        )
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{n}", "text": q}) + "\n" for n, q in enumerate(QUESTIONS))
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"q{n}\t{ids[t]}\t1\n" for n, t in enumerate(QUESTIONS.values()))
+    )
+    return folder
+
+
+async def test_the_benchmark_scores_each_embedder_and_mode(server: URL, tmp_path: Path) -> None:
+    dataset = load_beir(beir(tmp_path / "paraphrases"))
+    assert (len(dataset.corpus), len(dataset.queries)) == (8, 8)
+
+    hashing = await evaluate(server, dataset, "hashing")
+    default = await evaluate(server, dataset, "wordllama")
+
+    # The questions share no word with their passages: the default model ranks each first,
+    # hashed words and keywords do not.
+    assert default["modes"]["vector"]["ndcg"] == 1.0
+    assert hashing["modes"]["vector"]["ndcg"] < 0.8
+    assert default["modes"]["keyword"]["recall"] < 0.5
+    table = report(dataset, [hashing, default])
+    assert "| wordllama | vector | 1.000 | 1.000 |" in table
