@@ -208,6 +208,15 @@ def again(
             if "transfers" in sections:
                 print("uploads", flush=True)
                 results["transfers"] = transfers(app, seeded, size, workdir)
+            if "ingestion" in sections:
+                print("ingestion", flush=True)
+                results["ingestion"] = ingestion(app, seeded, size)
+                results["ingestion"] |= asyncio.run(
+                    index_cost(url, results["ingestion"]["chunks"])
+                )
+        if "vectors" in sections:
+            print("vector search", flush=True)
+            results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
         if "mixed" in sections:
             print(f"mixed load ({CONNECTIONS} connections)", flush=True)
             results["mixed"] = mixed_load(env, seeded, size, workdir)
@@ -238,7 +247,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["transfers", "observability", "mixed"],
+        choices=["transfers", "observability", "mixed", "ingestion", "vectors"],
         help="measure this section again and rewrite the report (the rest from latest.json); "
         "repeatable",
     )
