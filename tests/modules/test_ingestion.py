@@ -1,0 +1,115 @@
+"""Background ingestion's promises through the API: a transient failure is retried, the last
+attempt fails with the reason, and a document taken over from a worker whose lease ran out is
+stored once. The embedder is a real OpenAI-compatible server on loopback that fails on request
+(tests/modules/test_embeddings.py's stub)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.state import app_state
+from backend.modules.knowledge_base.embeddings import OpenAIEmbedder
+from backend.modules.knowledge_base.ingestion import Ingestion
+from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
+from tests.modules.test_embeddings import failures, stub
+from tests.modules.test_knowledge_base import KBS, make_kb
+from tests.support.factories import user_with_token
+from tests.support.loopback import serve_asgi
+
+
+@pytest.fixture
+async def ingestion(app: FastAPI) -> AsyncIterator[Ingestion]:
+    """The app's ingestion, embedding through the loopback server, which retries nothing
+    itself: each failure reaches the queue."""
+    failures.clear()
+    async with serve_asgi(stub) as url:
+        ingestion = app_state(app).get(Ingestion)
+        ingestion.embedder = OpenAIEmbedder(
+            base_url=f"{url}/v1",
+            model="m",
+            dimension=EMBEDDING_DIM,
+            api_key=None,
+            batch_size=64,
+            timeout=5,
+            retries=0,
+        )
+        yield ingestion
+        await ingestion.embedder.aclose()
+
+
+async def queued(client: httpx.AsyncClient, session: AsyncSession) -> tuple[str, dict[str, str]]:
+    """A document added through the API and not yet processed: its URL, and the owner's auth."""
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    added = await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"title": "t", "text": "Some words."}
+    )
+    assert added.status_code == 202
+    return added.headers["location"], headers
+
+
+async def due_now(session: AsyncSession) -> None:
+    """Skip the backoff: what a retried document waits for."""
+    await session.execute(text("UPDATE documents SET run_after = now()"))
+
+
+async def test_a_failing_embedder_is_retried_and_the_document_becomes_ready(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    url, headers = await queued(client, session)
+    failures.append(503)
+
+    assert await ingestion.drain() == 1
+    document = (await client.get(url, headers=headers)).json()
+    assert document["status"] == "pending"  # back in the queue, with the reason
+    assert "503" in document["error"]
+    assert await ingestion.drain() == 0  # not before its backoff is over
+
+    await due_now(session)
+    assert await ingestion.drain() == 1
+    document = (await client.get(url, headers=headers)).json()
+    assert (document["status"], document["error"], document["chunk_count"]) == ("ready", None, 1)
+
+
+@pytest.mark.settings(ingestion_max_attempts=2)
+async def test_after_the_last_attempt_the_document_fails_with_the_reason(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    url, headers = await queued(client, session)
+    failures.extend([503, 503])
+
+    await ingestion.drain()
+    await due_now(session)
+    await ingestion.drain()
+    document = (await client.get(url, headers=headers)).json()
+    assert document["status"] == "failed"
+    assert "503" in document["error"]
+    assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+
+
+async def test_a_document_taken_over_after_its_lease_is_stored_once(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    """A worker stalls past its lease; another takes the document over and stores it; the first
+    one wakes up and finishes too: the document still has its chunks once."""
+    url, headers = await queued(client, session)
+    [stalled] = await ingestion.claim()
+    await session.execute(text("UPDATE documents SET locked_until = now() - interval '1 second'"))
+    [taken_over] = await ingestion.claim()
+    assert taken_over.attempts == stalled.attempts + 1
+
+    assert await ingestion.process(taken_over) == "ready"
+    assert await ingestion.process(stalled) == "superseded"
+    assert await ingestion.process(taken_over) == "superseded"  # already done
+
+    assert await session.scalar(select(func.count()).select_from(Chunk)) == 1
+    document = (await client.get(url, headers=headers)).json()
+    assert (document["status"], document["chunk_count"]) == ("ready", 1)
+    kb = (await client.get(url.rsplit("/documents", 1)[0], headers=headers)).json()
+    assert kb["chunk_count"] == 1
