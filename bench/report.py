@@ -352,8 +352,9 @@ def markdown(results: dict[str, Any]) -> str:
         "## Ingestion",
         "",
         f"A {i['document_mb']:.1f} MB markdown file added to a knowledge base with the default "
-        f"(default) embedder: {i['chunks']:,} chunks in {i['seconds']:.2f} s, "
-        f"**{i['chunks_per_s']:,.0f} chunks/s** (chunking, embedding and one batch insert).",
+        f"embedder (WordLlama): {i['chunks']:,} chunks in {i['seconds']:.2f} s, "
+        f"**{i['chunks_per_s']:,.0f} chunks/s** (queued through the API, then parsed, chunked, "
+        "embedded and stored by the worker in the API process).",
         "",
         f"Where the time goes: the same number of rows written by COPY (no app, no embedding) "
         f"takes {i['with_index_s']:.2f} s into the table with its HNSW index and "

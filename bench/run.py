@@ -211,9 +211,7 @@ def again(
             if "ingestion" in sections:
                 print("ingestion", flush=True)
                 results["ingestion"] = ingestion(app, seeded, size)
-                results["ingestion"] |= asyncio.run(
-                    index_cost(url, results["ingestion"]["chunks"])
-                )
+                results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
         if "vectors" in sections:
             print("vector search", flush=True)
             results["vectors"] = asyncio.run(vectors.run(server, size.vectors))

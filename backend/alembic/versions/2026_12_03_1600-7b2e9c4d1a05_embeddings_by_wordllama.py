@@ -12,10 +12,10 @@ project changes its model in two releases, the old vectors serving until the new
 complete: README, "Changing the embedding model".
 
 The HNSW index is built again on the empty column (at once) with ef_construction=200 instead
-of 64: the graph a filtered search walks is then good enough for recall@10 0.998 in a 50,000-chunk
+of 64: the graph a filtered search walks is then good enough for recall@10 0.999 in a 50,000-chunk
 knowledge base inside a 150,000-chunk table at SEARCH_EF_SEARCH=200 (0.950 before, at 100),
-p50 8.7 ms; building it costs 1.5x (80 s instead of 52 s for 150,000 chunks) and inserts about a
-quarter more. README, "Filtered search".
+p50 about 10 ms; building it costs about 1.5x and inserts about a quarter more. README,
+"Filtered search".
 
 Revision ID: 7b2e9c4d1a05
 Revises: d3b8f2a61c47
