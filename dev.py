@@ -74,7 +74,9 @@ def test(uv: str, extra: list[str]) -> None:
     run(uv, "run", "--locked", "ruff", "check", ".")
     run(uv, "run", "--locked", "ruff", "format", "--check", ".")
     run(uv, "run", "--locked", "mypy")
-    run(uv, "run", "--locked", "pytest", *extra)
+    # Two pytest workers (pytest-xdist): 5.6 minutes instead of 9.9 on two cores. Each has its
+    # own template database and servers; `uv run pytest` alone runs in one process.
+    run(uv, "run", "--locked", "pytest", "-n", "2", *extra)
 
 
 def bench(uv: str, extra: list[str]) -> None:
