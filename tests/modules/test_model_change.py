@@ -29,6 +29,8 @@ from backend.core.config import PROJECT_ROOT
 from backend.main import create_app
 from backend.modules.knowledge_base import model_change
 from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
+from backend.modules.knowledge_base.reembed import reembed as reembed_chunks
 from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS
 from tests.support import db
 from tests.support.settings import configured
@@ -230,3 +232,28 @@ async def test_reembed_refuses_a_model_of_another_dimension(migrated_db: URL) ->
     output, _ = await asyncio.to_thread(process.communicate, None, 60)
     assert process.returncode == 1
     assert "EMBEDDING_DIM is 64 but chunks.embedding holds vector(256)" in output
+
+
+async def test_reembed_does_not_wait_for_queued_documents_outside_a_model_change(
+    migrated_db: URL,
+) -> None:
+    """`python3 dev.py serve` runs reembed before serving: a document left queued by the last
+    session (no worker runs yet) must not hold the start-up up."""
+    await db.execute(
+        migrated_db,
+        "INSERT INTO users (id, email, username, hashed_password) "
+        "VALUES ('00000000-0000-0000-0000-000000000001', 'q@example.com', 'queued', 'x')",
+        "INSERT INTO knowledge_bases (id, owner_id, name) VALUES "
+        "('00000000-0000-0000-0000-000000000002', '00000000-0000-0000-0000-000000000001', 'kb')",
+        "INSERT INTO documents (id, knowledge_base_id, title, chunk_count, char_count, "
+        "pending_text) VALUES ('00000000-0000-0000-0000-000000000003', "
+        "'00000000-0000-0000-0000-000000000002', 't', 0, 0, 'queued text')",
+    )
+    engine = create_async_engine(migrated_db)
+    try:
+        progress = await asyncio.wait_for(
+            reembed_chunks(engine, WordLlamaEmbedder(EMBEDDING_DIM)), timeout=30
+        )
+    finally:
+        await engine.dispose()
+    assert (progress.column, progress.embedded) == ("embedding", 0)

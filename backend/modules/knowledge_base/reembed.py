@@ -7,8 +7,8 @@ API keeps searching `embedding` with the old model), else `chunks.embedding` whe
 (after the change's second revision, or the one-step form). Each batch is its own short
 transaction; rows are taken with SKIP LOCKED, so two runs share the work, and a run stopped
 half-way loses nothing: the next one continues where the vectors end. It passes over the table
-again until a pass finds nothing left and no document is being ingested (due now), so chunks
-added meanwhile are included. Exit status 0
+again until a pass finds nothing left and (while filling `embedding_next`) no document is being
+ingested, so chunks added meanwhile are included. Exit status 0
 when every chunk has a vector, 1 (with the reason) when it cannot go on.
 
     python -m backend.modules.knowledge_base.reembed [--batch-size 256]
@@ -123,9 +123,15 @@ async def reembed(
             report(progress)
         if found_any:
             continue
-        # Documents being ingested add chunks soon: wait for them (not forever: with no worker
-        # running they never come; run `reembed` again once they have).
-        if waited >= IN_FLIGHT_MAX_WAIT_SECONDS or not await _ingestion_in_flight(engine):
+        # While a model change is in progress, documents being ingested (by the old model, into
+        # `embedding`) will add chunks without the new vector: wait for them (not forever: with
+        # no worker running they never come; run `reembed` again once they have). Filling
+        # `embedding` itself there is nothing to wait for: the workers embed what they store.
+        if (
+            column != NEXT_COLUMN
+            or waited >= IN_FLIGHT_MAX_WAIT_SECONDS
+            or not await _ingestion_in_flight(engine)
+        ):
             return progress
         await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
         waited += IN_FLIGHT_POLL_SECONDS
