@@ -30,12 +30,15 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import URL, make_url
 
-from backend.core.config import PROJECT_ROOT, AppSettings, settings_classes
+from backend.core.config import PROJECT_ROOT
 from backend.core.state import app_state
 from backend.db.embedded import embedded_database_url
 from backend.main import create_app
 from backend.modules.knowledge_base.ingestion import Ingestion
 from bench.db import alembic_upgrade, dsn, scratch_database
+from tests.support.settings import (
+    configured,  # the tests' helper, as bench/transfers.py uses theirs
+)
 
 K = 10
 MODES = ("vector", "keyword", "hybrid")
@@ -92,7 +95,7 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
     async with scratch_database(server, f"bench_quality_{embedder}") as url:
         alembic_upgrade(url)
         app = create_app(
-            *_settings(
+            *configured(
                 database_url=dsn(url), embedding_provider=embedder, ingestion_in_process=False
             )
         )
@@ -131,15 +134,6 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
                     recalls.append(recall(ranked, dataset.qrels[query_id]))
                 scores[mode] = {"ndcg": statistics.mean(ndcgs), "recall": statistics.mean(recalls)}
     return {"embedder": embedder, "ingest_s": ingest_seconds, "modes": scores}
-
-
-def _settings(**values: Any) -> list[AppSettings]:
-    """One instance per settings class that declares any of `values`."""
-    return [
-        kind(**{k: v for k, v in values.items() if k in kind.model_fields})
-        for kind in settings_classes()
-        if set(values) & set(kind.model_fields)
-    ]
 
 
 async def _login(api: httpx.AsyncClient) -> dict[str, str]:

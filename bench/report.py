@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.api import DEFAULT_OBSERVABILITY
 
@@ -295,7 +296,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Vector search",
         "",
-        f"384 dimensions, clustered synthetic unit vectors, cosine, k=10, "
+        f"{EMBEDDING_DIM} dimensions, clustered synthetic unit vectors, cosine, k=10, "
         f"{v['size']['queries']} queries per setting, one session per query (as a request has). "
         "The query is the app's own (`knowledge_base.service.nearest_chunks`); knowledge bases up "
         f"to {v['size']['exact_max_chunks']:,} chunks are scanned exactly, larger ones use "

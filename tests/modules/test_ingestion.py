@@ -113,3 +113,25 @@ async def test_a_document_taken_over_after_its_lease_is_stored_once(
     assert (document["status"], document["chunk_count"]) == ("ready", 1)
     kb = (await client.get(url.rsplit("/documents", 1)[0], headers=headers)).json()
     assert kb["chunk_count"] == 1
+
+
+async def test_a_file_deleted_before_it_is_processed_fails_the_document_with_the_reason(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    upload = await client.post(
+        "/api/v1/files", headers=headers, files={"file": ("a.md", b"# Notes\n\nwords")}
+    )
+    added = await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"file_id": upload.json()["id"]}
+    )
+    assert added.status_code == 202
+    gone = await client.delete(f"/api/v1/files/{upload.json()['id']}", headers=headers)
+    assert gone.status_code == 204
+
+    assert await ingestion.drain() == 1
+    document = (await client.get(added.headers["location"], headers=headers)).json()
+    assert document["status"] == "failed"
+    assert document["error"] == "The source file was deleted before it was processed"
+    assert await session.scalar(select(func.count()).select_from(Chunk)) == 0

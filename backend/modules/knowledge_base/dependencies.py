@@ -24,11 +24,12 @@ from backend.modules.user.dependencies import CurrentUser
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The module's start-up and shutdown: the embedder (an HTTP client, for a remote one)."""
+    """The module's start-up and shutdown: the embedder (an HTTP client, for a remote one),
+    the reranker if configured, ingestion, and its worker when it runs in this process."""
     state = app_state(app)
-    embedder = create_embedder(state.get(KnowledgeBaseSettings))
-    state.provide(Embedder, embedder)
     settings = state.get(KnowledgeBaseSettings)
+    embedder = create_embedder(settings)
+    state.provide(Embedder, embedder)
     reranker = Reranker.from_settings(settings)
     if reranker is not None:
         state.provide(Reranker, reranker)

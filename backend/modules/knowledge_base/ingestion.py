@@ -36,7 +36,7 @@ from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import EmptyDocument, SourceFileNotFound
 from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
-from backend.modules.knowledge_base.parsing import Section, kind_of, parse
+from backend.modules.knowledge_base.parsing import Section, kind_of, parse, reason
 from backend.modules.knowledge_base.service import INSERT_CHUNKS, chunk_rows, pieces_of
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
@@ -126,9 +126,10 @@ class Ingestion:
             return await self._fail(claim, exc.detail)
         except Exception as exc:  # the database, the network: worth another try
             log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=True)
+            # One line: a database error's full text (its SQL) is for the log, not the API.
             if claim.attempts < self.settings.ingestion_max_attempts:
-                return await self._retry(claim, f"{type(exc).__name__}: {exc}")
-            return await self._fail(claim, f"{type(exc).__name__}: {exc}")
+                return await self._retry(claim, reason(exc))
+            return await self._fail(claim, reason(exc))
         log.info(
             "document %s ready: %d chunks in %.2f s",
             claim.id,
@@ -142,8 +143,10 @@ class Ingestion:
         if claim.pending_text is not None:
             raw = claim.pending_text.encode()
             return await to_thread.run_sync(lambda: parse("markdown", raw, max_pages=limit))
-        async with self.database.read_sessionmaker() as session:
-            file = await session.get(File, claim.source_file_id)
+        file = None
+        if claim.source_file_id is not None:  # NULL once the file is deleted (ON DELETE SET NULL)
+            async with self.database.read_sessionmaker() as session:
+                file = await session.get(File, claim.source_file_id)
         if file is None:
             raise SourceFileNotFound("The source file was deleted before it was processed")
         kind = kind_of(file.content_type, file.filename)
@@ -203,8 +206,8 @@ class Ingestion:
             log.warning("handing back %d documents failed", len(claims), exc_info=True)
 
     async def drain(self) -> int:
-        """Process what is claimable now, one at a time, until nothing is: for tests and the
-        `--once` command. The number of documents processed."""
+        """Process what is claimable now, one at a time, until nothing is (the tests run
+        ingestion this way). The number of documents processed."""
         done = 0
         while claims := await self.claim():
             for claim in claims:
@@ -239,13 +242,12 @@ async def _ready(
 
 class Worker:
     """Claims and processes documents until stopped, at most `concurrency` at a time; waits
-    `poll` seconds when there is nothing to do."""
+    `poll` seconds when there is nothing to do (or until a document in flight is done)."""
 
     def __init__(self, ingestion: Ingestion, *, concurrency: int, poll: float) -> None:
         self.ingestion = ingestion
         self.concurrency = concurrency
         self.poll = poll
-        self.wake = asyncio.Event()
         self.last_loop = time.monotonic()
         self.processed = 0
         self.failures = 0
@@ -263,12 +265,13 @@ class Worker:
                     task.add_done_callback(self._done(running))
                 if claims and len(running) < self.concurrency:
                     continue  # maybe more are waiting
-                # Nothing to claim, or every slot busy: until a slot frees, a wake-up or the poll.
-                self.wake.clear()
-                woken = asyncio.ensure_future(self.wake.wait())
-                pending: set[asyncio.Future[Any]] = {*running, woken}
-                await asyncio.wait(pending, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
+                # Nothing to claim, or every slot busy: until a slot frees or the poll.
+                if running:
+                    await asyncio.wait(
+                        set(running), timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    await asyncio.sleep(self.poll)
         finally:
             # Stopping (SIGTERM, shutdown): what is in flight goes back to the queue now rather
             # than when its lease runs out.
@@ -283,9 +286,11 @@ class Worker:
             claims = await self.ingestion.claim(limit)
         except Exception as exc:  # the database is away (or behind): back off, say it once
             if not self.failures:
-                log.warning("claiming documents failed, retrying: %s", str(exc).splitlines()[0])
+                log.warning("claiming documents failed, retrying: %s", reason(exc))
             self.failures += 1
-            await asyncio.sleep(min(30.0, self.poll * 2**self.failures))
+            # At most 10 s: the loop keeps turning well within the worker's liveness bound (30 s),
+            # so a database outage does not get the worker restarted over and over.
+            await asyncio.sleep(min(10.0, self.poll * 2**self.failures))
             return []
         if self.failures:
             log.info("claiming documents works again")
@@ -295,8 +300,10 @@ class Worker:
     def _done(self, running: dict[asyncio.Task[str], Claim]) -> Callable[[asyncio.Task[str]], None]:
         def done(task: asyncio.Task[str]) -> None:
             running.pop(task, None)
+            if task.cancelled():
+                return
             self.processed += 1
-            if not task.cancelled() and task.exception() is not None:
+            if task.exception() is not None:
                 log.error("processing a document failed", exc_info=task.exception())
 
         return done

@@ -114,7 +114,7 @@ def _pdf(raw: bytes, max_pages: int) -> list[Section]:
     except UnreadableDocument:
         raise
     except Exception as exc:  # a hostile or broken file can fail anywhere inside the parser
-        raise UnreadableDocument(f"The file could not be read as a PDF ({_reason(exc)})") from None
+        raise UnreadableDocument(f"The file could not be read as a PDF ({reason(exc)})") from None
     if not any(s.text.strip() for s in sections):
         raise UnreadableDocument(
             "The PDF has no text layer (scanned pages are images): run OCR on it first"
@@ -168,7 +168,7 @@ def _docx(raw: bytes) -> Iterator[Section]:
         raise
     except Exception as exc:
         raise UnreadableDocument(
-            f"The file could not be read as DOCX ({_reason(exc)}; password-protected files are "
+            f"The file could not be read as DOCX ({reason(exc)}; password-protected files are "
             f"not DOCX inside)"
         ) from None
     headings: list[str] = []
@@ -283,6 +283,7 @@ def _html(text: str) -> Iterator[Section]:
     yield from parser.sections
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: BaseException) -> str:
+    """An exception in one line for people: its type and the first line of its message."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {message[:200]}" if message else type(exc).__name__

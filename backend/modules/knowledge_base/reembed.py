@@ -54,7 +54,6 @@ class ReembedSettings(KnowledgeBaseSettings):
 class Progress:
     column: str
     embedded: int = 0
-    passes: int = 0
 
 
 async def column_to_fill(engine: AsyncEngine) -> tuple[str, int]:
@@ -101,7 +100,6 @@ async def reembed(
     progress = Progress(column=column)
     waited = 0.0
     while True:
-        progress.passes += 1
         found_any = False
         after = uuid.UUID(int=0)
         while True:

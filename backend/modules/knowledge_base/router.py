@@ -19,7 +19,6 @@ from backend.modules.knowledge_base.embeddings import EmbeddingError
 from backend.modules.knowledge_base.exceptions import (
     DocumentNotFound,
     DocumentTooLarge,
-    EmptyDocument,
     SourceFileNotFound,
     UnsupportedDocumentType,
 )
@@ -87,9 +86,7 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
     "/{kb_id}/documents",
     response_model=DocumentRead,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(
-        SourceFileNotFound, UnsupportedDocumentType, EmptyDocument, DocumentTooLarge
-    ),
+    responses=error_responses(SourceFileNotFound, UnsupportedDocumentType, DocumentTooLarge),
 )
 async def add_document(
     request: Request,

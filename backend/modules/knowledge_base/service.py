@@ -35,7 +35,6 @@ from backend.modules.knowledge_base.exceptions import (
     DocumentNotFound,
     DocumentTooLarge,
     EmbeddingModelChanged,
-    EmptyDocument,
     KnowledgeBaseNotFound,
     SourceFileNotFound,
     UnsupportedDocumentType,
@@ -74,6 +73,9 @@ OLDEST_FIRST = paged(
 INSERT_CHUNKS = insert(Chunk).values(
     embedding=vector_value("vector", EMBEDDING_DIM),
     language=cast(bindparam("language"), REGCONFIG),
+)
+DOCUMENT = select(Document).where(
+    Document.id == bindparam("doc_id"), Document.knowledge_base_id == bindparam("kb_id")
 )
 DOCUMENTS = paged(
     select(Document)
@@ -189,8 +191,6 @@ async def create_document(
         assert data.title is not None
         if len(data.text.encode()) > settings.max_document_bytes:
             raise DocumentTooLarge(settings.max_document_bytes)
-        if not data.text.strip():
-            raise EmptyDocument()
         title = data.title
     document = Document(
         knowledge_base_id=kb.id,
@@ -207,9 +207,7 @@ async def create_document(
 
 
 async def get_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> Document:
-    document = await session.scalar(
-        select(Document).where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
-    )
+    document = await session.scalar(DOCUMENT, {"doc_id": doc_id, "kb_id": kb.id})
     if document is None:
         raise DocumentNotFound()
     return document
@@ -236,11 +234,7 @@ async def list_documents(
 
 async def delete_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> None:
     # Locked: a worker storing its chunks finishes first, and its count is the one taken off.
-    document = await session.scalar(
-        select(Document)
-        .where(Document.id == doc_id, Document.knowledge_base_id == kb.id)
-        .with_for_update()
-    )
+    document = await session.scalar(DOCUMENT.with_for_update(), {"doc_id": doc_id, "kb_id": kb.id})
     if document is None:
         raise DocumentNotFound()
     await session.delete(document)
