@@ -13,6 +13,7 @@ import asyncio
 import gc
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,15 +67,17 @@ class Connection:
 
 @dataclass
 class Latencies:
-    """Per request name: seconds each took, and how many failed (status >= 400 or I/O)."""
+    """Per request name: seconds each took, and how many failed (status >= 400 or I/O), by
+    status ("io" for a dropped connection), so a failed run says what failed."""
 
     seconds: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def add(self, name: str, took: float, ok: bool) -> None:
+    def add(self, name: str, took: float, status: int | None) -> None:
+        """`status` None: the connection failed before an answer."""
         self.seconds.setdefault(name, []).append(took)
-        if not ok:
-            self.errors[name] = self.errors.get(name, 0) + 1
+        if status is None or status >= 400:
+            self.failures.setdefault(name, Counter())["io" if status is None else str(status)] += 1
 
     def summary(self, name: str, duration: float) -> dict[str, float]:
         values = sorted(self.seconds.get(name, [0.0]))
@@ -83,8 +86,11 @@ class Latencies:
             "rps": len(self.seconds.get(name, [])) / duration,
             "p50_ms": 1000 * statistics.median(values),
             "p99_ms": 1000 * values[min(len(values) - 1, int(len(values) * 0.99))],
-            "errors": self.errors.get(name, 0),
+            "errors": self.errors(name),
         }
+
+    def errors(self, name: str) -> int:
+        return sum(self.failures.get(name, Counter()).values())
 
 
 async def fixed_rate(
@@ -111,9 +117,9 @@ async def fixed_rate(
         connection = await pool.get()
         try:
             status = await connection.send(raw)
-            into.add(request.name, time.perf_counter() - due, status < 400)
+            into.add(request.name, time.perf_counter() - due, status)
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            into.add(request.name, time.perf_counter() - due, False)
+            into.add(request.name, time.perf_counter() - due, None)
             connection.close()
             connection = await Connection.open(base_url)
         pool.put_nowait(connection)
@@ -131,7 +137,7 @@ async def fixed_rate(
     while not pool.empty():
         pool.get_nowait().close()
     summary = latencies.summary(request.name, seconds)
-    summary["errors"] += ignored.errors.get(request.name, 0)
+    summary["errors"] += ignored.errors(request.name)
     return summary
 
 
@@ -155,9 +161,9 @@ async def closed_loop(
             sent = time.perf_counter()
             try:
                 status = await connection.send(request.http(host))
-                latencies.add(request.name, time.perf_counter() - sent, status < 400)
+                latencies.add(request.name, time.perf_counter() - sent, status)
             except (OSError, asyncio.IncompleteReadError, ValueError):
-                latencies.add(request.name, time.perf_counter() - sent, False)
+                latencies.add(request.name, time.perf_counter() - sent, None)
                 connection.close()
                 connection = await Connection.open(base_url)
         connection.close()

@@ -90,6 +90,8 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
         "STORAGE_QUOTA_BYTES": str(64 * 1024**3),  # the mixed load uploads thousands of files
         "SEARCH_EXACT_MAX_CHUNKS": str(EXACT_MAX_CHUNKS),  # the baseline reads it too
     }
+    if size.pool_timeout is not None:
+        env["DB_POOL_TIMEOUT"] = str(size.pool_timeout)
     env.pop("TEST_DATABASE_URL", None)
     return env
 
