@@ -21,7 +21,8 @@ from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from tests.support.loopback import read_body, respond, serve_asgi
 
 calls: list[dict[str, object]] = []
-# Statuses to answer with before answering properly, first first (a 429 says Retry-After: 0).
+# The statuses of the next requests, first first (200: answered properly; a 429 says
+# Retry-After: 0); once empty, every request is answered properly.
 failures: list[int] = []
 
 
@@ -31,8 +32,8 @@ async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert scope["type"] == "http"
     request = json.loads(await read_body(receive))
     calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})
-    if failures:
-        status = failures.pop(0)
+    status = failures.pop(0) if failures else 200
+    if status != 200:
         headers = [(b"retry-after", b"0")] if status == 429 else []
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"busy"})

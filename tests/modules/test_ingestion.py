@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
+from backend.modules.knowledge_base.chunk_copy import BATCH
 from backend.modules.knowledge_base.embeddings import OpenAIEmbedder
 from backend.modules.knowledge_base.ingestion import Ingestion
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
@@ -91,6 +92,45 @@ async def test_after_the_last_attempt_the_document_fails_with_the_reason(
     assert document["status"] == "failed"
     assert "503" in document["error"]
     assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+
+
+@pytest.mark.settings(chunk_size=150, chunk_overlap=0)
+async def test_an_embedder_failing_midway_through_a_long_document_leaves_no_chunks(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    """The chunks stream to PostgreSQL while the next batch is embedded: a failure on a later
+    batch aborts the write, and the retry stores every chunk once, in order, text intact."""
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    paragraphs = [
+        f"Paragraph {n}: naïve café, 東京, emoji 🚀, tab\tand backslash \\." for n in range(1200)
+    ]
+    added = await client.post(
+        f"{KBS}/{kb}/documents",
+        headers=headers,
+        json={"title": "long", "text": "# Long\n\n" + "\n\n".join(paragraphs)},
+    )
+    url = added.headers["location"]
+    first_batch = BATCH // 64  # the fixture's embedder sends 64 texts a request
+    failures.extend([200] * first_batch + [503])
+
+    assert await ingestion.drain() == 1
+    document = (await client.get(url, headers=headers)).json()
+    assert (document["status"], document["chunk_count"]) == ("pending", 0)
+    assert "503" in document["error"]
+    assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+
+    await due_now(session)
+    assert await ingestion.drain() == 1
+    document = (await client.get(url, headers=headers)).json()
+    assert document["status"] == "ready"
+    assert document["chunk_count"] > 2 * BATCH
+    rows = (await session.execute(select(Chunk.ordinal, Chunk.text, Chunk.section))).all()
+    assert sorted(row.ordinal for row in rows) == list(range(document["chunk_count"]))
+    assert {row.section for row in rows} == {"Long"}
+    stored = "\n\n".join(row.text for row in sorted(rows))
+    for paragraph in (paragraphs[0], paragraphs[600], paragraphs[-1]):
+        assert paragraph in stored
 
 
 async def test_a_document_taken_over_after_its_lease_is_stored_once(

@@ -33,11 +33,12 @@ from backend.db.session import Database
 from backend.modules.file import service as file_service
 from backend.modules.file.models import File
 from backend.modules.file.storage import Storage
+from backend.modules.knowledge_base.chunk_copy import copy_chunks
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import EmptyDocument, SourceFileNotFound
 from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
 from backend.modules.knowledge_base.parsing import Section, kind_of, parse, reason
-from backend.modules.knowledge_base.service import INSERT_CHUNKS, chunk_rows, pieces_of
+from backend.modules.knowledge_base.service import pieces_of
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 log = logging.getLogger("backend.ingestion")
@@ -111,14 +112,19 @@ class Ingestion:
             pieces = pieces_of(sections, self.settings)
             if not pieces:
                 raise EmptyDocument()
-            vectors = await self.embedder.embed([piece.text for piece in pieces])
             async with self.database.sessionmaker() as session, session.begin():
                 stored = await self._still_mine(session, claim)
                 if stored is None:
                     return "superseded"
                 await session.execute(delete(Chunk).where(Chunk.document_id == claim.id))
-                rows = chunk_rows(claim.id, claim.knowledge_base_id, pieces, vectors, self.settings)
-                await session.execute(INSERT_CHUNKS, rows)
+                await copy_chunks(
+                    session,
+                    document_id=claim.id,
+                    kb_id=claim.knowledge_base_id,
+                    pieces=pieces,
+                    embedder=self.embedder,
+                    language=self.settings.search_language,
+                )
                 await _ready(session, claim, chunks=len(pieces), before=stored, sections=sections)
         except AppError as exc:
             if exc.status_code >= 500 and claim.attempts < self.settings.ingestion_max_attempts:

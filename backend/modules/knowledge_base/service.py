@@ -13,7 +13,6 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    insert,
     select,
     text,
     union_all,
@@ -26,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.core.pagination import PageParams, paged
 from backend.db.session import release_connection
-from backend.db.vector import query_vector, vector_value
+from backend.db.vector import query_vector
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.knowledge_base.chunking import split_text
@@ -68,11 +67,6 @@ OLDEST_FIRST = paged(
     select(KnowledgeBase)
     .where(KnowledgeBase.owner_id == bindparam("owner_id"))
     .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
-)
-# Vectors travel as binary real[] (backend/db/vector.py), not as 384 floats written out in text.
-INSERT_CHUNKS = insert(Chunk).values(
-    embedding=vector_value("vector", EMBEDDING_DIM),
-    language=cast(bindparam("language"), REGCONFIG),
 )
 DOCUMENT = select(Document).where(
     Document.id == bindparam("doc_id"), Document.knowledge_base_id == bindparam("kb_id")
@@ -146,30 +140,6 @@ def pieces_of(sections: Sequence[Section], settings: KnowledgeBaseSettings) -> S
         Piece(text, section.page, section.heading)
         for section in sections
         for text in split_text(section.text, size=size, overlap=overlap)
-    ]
-
-
-def chunk_rows(
-    document_id: uuid.UUID,
-    kb_id: uuid.UUID,
-    pieces: Sequence[Piece],
-    vectors: Sequence[Sequence[float]],
-    settings: KnowledgeBaseSettings,
-) -> Sequence[dict[str, Any]]:
-    """INSERT_CHUNKS's parameters: one row per piece, in order."""
-    return [
-        {
-            "id": uuid.uuid4(),
-            "document_id": document_id,
-            "knowledge_base_id": kb_id,
-            "ordinal": ordinal,
-            "text": piece.text,
-            "page": piece.page,
-            "section": piece.section,
-            "vector": vector,
-            "language": settings.search_language,
-        }
-        for ordinal, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
     ]
 
 
