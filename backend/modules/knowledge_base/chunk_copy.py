@@ -1,15 +1,18 @@
 """A document's chunks written with COPY in PostgreSQL's binary format, embedded a batch at a
-time while they stream: PostgreSQL inserts one batch into the HNSW graph (its own process, on
-another core) while this one embeds the next.
+time ahead of the stream: PostgreSQL inserts one batch into the HNSW graph (in its own process,
+on another core) while this one embeds the next.
 
 Where ingestion's time goes (`python3 dev.py bench --only ingestion` prints it): embedding, and
-the HNSW graph's inserts, which are most of a write. A multi-row INSERT of the same rows cost
-about twice a COPY (each value a bind parameter, each vector cast from `real[]`), and embedding
-everything before writing anything put the two one after the other.
+inserting into the HNSW graph, most of a write. A multi-row INSERT of the same rows cost about
+twice a COPY, and embedding everything before writing anything put the two one after the other
+(463 chunks/s; now the write alone bounds it). The transaction is open while the document is
+embedded: with a remote embedder that retries, one connection of the worker's pool is held as
+long as that takes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +42,7 @@ COLUMNS = (
 # Pieces embedded (and sent) at a time: small enough that PostgreSQL starts inserting early,
 # large enough that each embedding call is worth its hand-off to a thread.
 BATCH = 256
+AHEAD = 4
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
@@ -69,21 +73,41 @@ async def copy_chunks(
     assert driver is not None
     fixed = _UUID + document_id.bytes + _UUID + kb_id.bytes
     language_field = _OID.pack(4, oid)
+    # Embedding runs ahead of the COPY (up to AHEAD batches) in a task of its own: were it done
+    # when the COPY asks for more, PostgreSQL would wait for each batch to be embedded, and
+    # embedding for PostgreSQL to drain the last one from the socket.
+    ready: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=AHEAD)
 
-    async def rows() -> AsyncIterator[bytes]:
-        yield _HEADER
-        for start in range(0, len(pieces), BATCH):
-            batch = pieces[start : start + BATCH]
-            vectors = await embedder.embed([piece.text for piece in batch])
-            yield b"".join(
-                _row(start + n, piece, vector, fixed, language_field)
-                for n, (piece, vector) in enumerate(
-                    zip(batch, _binary_vectors(vectors), strict=True)
+    async def embed() -> None:
+        try:
+            for start in range(0, len(pieces), BATCH):
+                batch = pieces[start : start + BATCH]
+                vectors = _binary_vectors(await embedder.embed([piece.text for piece in batch]))
+                rows = zip(batch, vectors, strict=True)
+                await ready.put(
+                    b"".join(
+                        _row(start + n, piece, vector, fixed, language_field)
+                        for n, (piece, vector) in enumerate(rows)
+                    )
                 )
-            )
+        except Exception as exc:  # the COPY fails with it
+            await ready.put(exc)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield _HEADER
+        for _ in range(0, len(pieces), BATCH):
+            batch = await ready.get()
+            if isinstance(batch, Exception):
+                raise batch
+            yield batch
         yield _TRAILER
 
-    await driver.copy_to_table("chunks", source=rows(), columns=COLUMNS, format="binary")
+    embedding = asyncio.create_task(embed())
+    try:
+        await driver.copy_to_table("chunks", source=stream(), columns=COLUMNS, format="binary")
+    finally:  # the COPY failed (or was cancelled): embedding stops too
+        embedding.cancel()
+        await asyncio.gather(embedding, return_exceptions=True)
 
 
 def _binary_vectors(vectors: Sequence[Sequence[float]]) -> list[bytes]:
