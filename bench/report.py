@@ -360,7 +360,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"Where the time goes: the same number of rows written by COPY (no app, no embedding) "
         f"takes {i['with_index_s']:.2f} s into the table with its HNSW index and "
         f"{i['without_index_s']:.2f} s without it: the difference is inserting each chunk "
-        "into the HNSW graph (m=16, ef_construction=200), paid whatever the app does.",
+        "into the HNSW graph (m=16, ef_construction=200), paid whatever the app does. The "
+        "worker writes by the same COPY, embedding ahead of it "
+        "(`backend/modules/knowledge_base/chunk_copy.py`), so that write is its floor; the rest "
+        "is parsing, the first batch's embedding and the queue's poll.",
         "",
         "## Migrations and start-up",
         "",
