@@ -45,7 +45,11 @@ class VectorSize:
 
 TINY = VectorSize(chunks=2_000, small_kbs=10, queries=20, exact_max_chunks=100, ef_search=(40, 100))
 FULL = VectorSize(
-    chunks=100_000, small_kbs=100, queries=200, exact_max_chunks=10_000, ef_search=(40, 100, 150, 200)
+    chunks=100_000,
+    small_kbs=100,
+    queries=200,
+    exact_max_chunks=10_000,
+    ef_search=(40, 100, 150, 200),
 )
 
 
