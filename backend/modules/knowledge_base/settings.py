@@ -60,8 +60,9 @@ class KnowledgeBaseSettings(AppSettings):
     ingestion_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
-    # 200 with the index's ef_construction=200: recall@10 0.999 at p50 ~10 ms for a 50,000-chunk
-    # knowledge base in a 150,000-chunk table (README, "Filtered search"); 100: 0.985, 9.2 ms.
+    # 200 with the index's ef_construction=200: recall@10 0.999 at p50 9-10 ms for a 50,000-chunk
+    # knowledge base in a 150,000-chunk table (README, "Filtered search"); 150: 0.9975, 9.2 ms;
+    # 100: 0.985, 8-9 ms.
     search_ef_search: int = Field(default=200, ge=1, le=1000)
     # pgvector's iterative index scan: keeps walking the graph until top_k rows pass the filter.
     search_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
