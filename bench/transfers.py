@@ -101,9 +101,9 @@ def ingestion(app: Server, seed: Seed, size: Size) -> dict[str, Any]:
 
 
 async def index_cost(url: URL, rows: int) -> dict[str, float]:
-    """Where ingestion time goes: `rows` real chunks (the bench's markdown, cut and embedded as
-    the app does) written by COPY, with and without the HNSW index. Random vectors would not do:
-    they insert several times slower into the graph than embeddings of real text.
+    """Where ingestion time goes: embedding `rows` real chunks (the bench's markdown, cut as the
+    app does), and writing them by COPY, with and without the HNSW index. Random vectors would
+    not do: they insert several times slower into the graph than embeddings of real text.
 
     Each in a transaction that is rolled back, so the database is left as it was.
     """
@@ -111,7 +111,9 @@ async def index_cost(url: URL, rows: int) -> dict[str, float]:
     text = markdown(rows * defaults.chunk_size)
     texts = split_text(text, size=defaults.chunk_size, overlap=defaults.chunk_overlap)[:rows]
     embedder = create_embedder(defaults)
+    started = time.perf_counter()
     vectors = np.array(await embedder.embed(texts), dtype=np.float32)
+    seconds = {"embedding_s": time.perf_counter() - started}
     connection = await asyncpg.connect(dsn(url))
     try:
         await register_vector(connection)
@@ -123,7 +125,6 @@ async def index_cost(url: URL, rows: int) -> dict[str, float]:
             for n, (text, vector) in enumerate(zip(texts, vectors, strict=True))
         ]
         columns = ["id", "document_id", "knowledge_base_id", "ordinal", "text", "embedding"]
-        seconds = {}
         for label, drop in (("with_index_s", False), ("without_index_s", True)):
             transaction = connection.transaction()
             await transaction.start()
