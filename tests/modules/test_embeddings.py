@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,8 @@ calls: list[dict[str, object]] = []
 # The statuses of the next requests, first first (200: answered properly; a 429 says
 # Retry-After: 0); once empty, every request is answered properly.
 failures: list[int] = []
+# While set and not yet opened, requests wait for it: an embedder that takes its time.
+gate: list[asyncio.Event] = []
 
 
 async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -32,6 +35,8 @@ async def stub(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert scope["type"] == "http"
     request = json.loads(await read_body(receive))
     calls.append({"auth": dict(scope["headers"]).get(b"authorization"), **request})
+    for event in gate:
+        await event.wait()
     status = failures.pop(0) if failures else 200
     if status != 200:
         headers = [(b"retry-after", b"0")] if status == 429 else []

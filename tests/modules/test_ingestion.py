@@ -5,41 +5,52 @@ stored once. The embedder is a real OpenAI-compatible server on loopback that fa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
+from backend.main import create_app
 from backend.modules.knowledge_base.chunk_copy import BATCH
 from backend.modules.knowledge_base.embeddings import OpenAIEmbedder
 from backend.modules.knowledge_base.ingestion import Ingestion
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
-from tests.modules.test_embeddings import failures, stub
+from tests.modules.test_embeddings import calls, failures, gate, stub
 from tests.modules.test_knowledge_base import KBS, make_kb
-from tests.support.factories import user_with_token
+from tests.support import db
+from tests.support.factories import PASSWORD, login, user_with_token
 from tests.support.loopback import serve_asgi
+from tests.support.settings import configured
+
+
+def remote_embedder(url: str, timeout: float = 5) -> OpenAIEmbedder:
+    """The loopback server's embedder, 64 texts a request, retrying nothing itself: each
+    failure reaches the queue."""
+    return OpenAIEmbedder(
+        base_url=f"{url}/v1",
+        model="m",
+        dimension=EMBEDDING_DIM,
+        api_key=None,
+        batch_size=64,
+        timeout=timeout,
+        retries=0,
+    )
 
 
 @pytest.fixture
 async def ingestion(app: FastAPI) -> AsyncIterator[Ingestion]:
-    """The app's ingestion, embedding through the loopback server, which retries nothing
-    itself: each failure reaches the queue."""
+    """The app's ingestion, embedding through the loopback server."""
     failures.clear()
     async with serve_asgi(stub) as url:
         ingestion = app_state(app).get(Ingestion)
-        ingestion.embedder = OpenAIEmbedder(
-            base_url=f"{url}/v1",
-            model="m",
-            dimension=EMBEDDING_DIM,
-            api_key=None,
-            batch_size=64,
-            timeout=5,
-            retries=0,
-        )
+        ingestion.embedder = remote_embedder(url)
         yield ingestion
         await ingestion.embedder.aclose()
 
@@ -111,6 +122,8 @@ async def test_an_embedder_failing_midway_through_a_long_document_leaves_no_chun
         json={"title": "long", "text": "# Long\n\n" + "\n\n".join(paragraphs)},
     )
     url = added.headers["location"]
+    # Treated as a model in this process: embedded batch by batch during the COPY.
+    ingestion.embedder.local = True
     first_batch = BATCH // 64  # the fixture's embedder sends 64 texts a request
     failures.extend([200] * first_batch + [503])
 
@@ -175,3 +188,51 @@ async def test_a_file_deleted_before_it_is_processed_fails_the_document_with_the
     assert document["status"] == "failed"
     assert document["error"] == "The source file was deleted before it was processed"
     assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+
+
+@pytest.mark.slow
+async def test_a_document_can_be_deleted_while_a_remote_embedder_works_on_it(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    """A remote embedder can take minutes (rate limits, retries): it is asked before the worker
+    locks the document, so deleting the document meanwhile answers at once, and the worker then
+    finds it gone. Committed transactions on a database of its own: a lock shows."""
+    settings = configured(
+        database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path, ingestion_in_process=False
+    )
+    app = create_app(*settings)
+    transport = httpx.ASGITransport(app=app)
+    opened = asyncio.Event()
+    gate.append(opened)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        serve_asgi(stub) as stub_url,
+    ):
+        try:
+            account = {"email": "r@example.com", "username": "remote", "password": PASSWORD}
+            assert (await client.post("/api/v1/auth/register", json=account)).status_code == 201
+            headers = await login(client, "remote")
+            kb = await make_kb(client, headers)
+            added = await client.post(
+                f"{KBS}/{kb}/documents", headers=headers, json={"title": "t", "text": "Words."}
+            )
+            ingestion = app_state(app).get(Ingestion)
+            ingestion.embedder = remote_embedder(stub_url, timeout=30)
+            [claim] = await ingestion.claim()
+            calls.clear()
+            processing = asyncio.create_task(ingestion.process(claim))
+            while not calls:  # noqa: ASYNC110 (the stub records its requests; no event)
+                await asyncio.sleep(0.01)  # until the embedder has the request and holds it
+
+            deleted = await asyncio.wait_for(
+                client.delete(added.headers["location"], headers=headers), timeout=10
+            )
+            assert deleted.status_code == 204
+            opened.set()
+            assert await processing == "superseded"
+            assert (await client.get(f"{KBS}/{kb}", headers=headers)).json()["chunk_count"] == 0
+            await ingestion.embedder.aclose()
+        finally:  # a failed assertion must not leave the stub's request (and the server) waiting
+            opened.set()
+            gate.remove(opened)

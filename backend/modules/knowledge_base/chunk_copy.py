@@ -5,9 +5,9 @@ on another core) while this one embeds the next.
 Where ingestion's time goes (`python3 dev.py bench --only ingestion` prints it): embedding, and
 inserting into the HNSW graph, most of a write. A multi-row INSERT of the same rows cost about
 twice a COPY, and embedding everything before writing anything put the two one after the other
-(463 chunks/s; now the write alone bounds it). The transaction is open while the document is
-embedded: with a remote embedder that retries, one connection of the worker's pool is held as
-long as that takes.
+(463 chunks/s; now the write alone bounds it). Only a model in this process embeds during the
+COPY; a remote embedder (minutes, with rate limits) is asked before the transaction starts and
+its vectors are passed in (ingestion.py).
 """
 
 from __future__ import annotations
@@ -59,11 +59,12 @@ async def copy_chunks(
     document_id: uuid.UUID,
     kb_id: uuid.UUID,
     pieces: Sequence[Piece],
-    embedder: Embedder,
+    vectors: Embedder | Sequence[Sequence[float]],
     language: str,
 ) -> None:
-    """Embed `pieces` and write them as the document's chunks, in the session's transaction. An
-    embedder's error aborts the COPY and reaches the caller; nothing is written."""
+    """Write `pieces` as the document's chunks, in the session's transaction, with `vectors`
+    (one per piece) or embedded by an embedder as they go. An embedder's error aborts the COPY
+    and reaches the caller; nothing is written."""
     connection = await session.connection()
     # regconfig travels as its OID in the binary format; the cast also checks the name.
     oid = await connection.scalar(
@@ -82,8 +83,11 @@ async def copy_chunks(
         try:
             for start in range(0, len(pieces), BATCH):
                 batch = pieces[start : start + BATCH]
-                vectors = _binary_vectors(await embedder.embed([piece.text for piece in batch]))
-                rows = zip(batch, vectors, strict=True)
+                if isinstance(vectors, Sequence):
+                    given = vectors[start : start + BATCH]
+                else:
+                    given = await vectors.embed([piece.text for piece in batch])
+                rows = zip(batch, _binary_vectors(given), strict=True)
                 await ready.put(
                     b"".join(
                         _row(start + n, piece, vector, fixed, language_field)

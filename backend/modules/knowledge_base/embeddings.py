@@ -36,6 +36,9 @@ TextKind = Literal["passage", "query"]
 
 class Embedder(Protocol):
     dimension: int
+    # True: computed in this process, in moments (ingestion embeds while PostgreSQL writes);
+    # False: a remote service, which may take minutes (ingestion asks it before locking).
+    local: bool
 
     async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> list[list[float]]:
         """One L2-normalised vector of `dimension` floats per text, in order. `kind`: what is
@@ -63,6 +66,7 @@ class HashingEmbedder:
     # (measured with tracemalloc), a few MB for real text.
     CACHE_WORDS = 32_768
     CACHE_WORD_CHARS = 32
+    local = True
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
@@ -122,6 +126,8 @@ class WordLlamaEmbedder:
     truncation); about 2,500 chunks of 900 characters a second on one core.
     """
 
+    local = True
+
     def __init__(self, dimension: int) -> None:
         if dimension not in WORDLLAMA_DIMS:
             raise ValueError(f"The wordllama model makes {WORDLLAMA_DIMS} dimensions: {dimension}?")
@@ -157,6 +163,8 @@ def _wordllama(dimension: int) -> Any:
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible `/embeddings` endpoint (OpenAI, vLLM, Ollama, TEI, ...)."""
+
+    local = False
 
     def __init__(
         self,

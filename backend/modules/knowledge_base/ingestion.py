@@ -112,6 +112,13 @@ class Ingestion:
             pieces = pieces_of(sections, self.settings)
             if not pieces:
                 raise EmptyDocument()
+            # A remote embedder is asked before the document is locked: rate limits and retries
+            # can take minutes, and a transaction open that long would hold the row (a user's
+            # delete would wait) and PostgreSQL's cleanup back. A model in this process embeds
+            # while PostgreSQL writes (chunk_copy.py).
+            vectors: Embedder | list[list[float]] = self.embedder
+            if not self.embedder.local:
+                vectors = await self.embedder.embed([piece.text for piece in pieces])
             async with self.database.sessionmaker() as session, session.begin():
                 stored = await self._still_mine(session, claim)
                 if stored is None:
@@ -122,7 +129,7 @@ class Ingestion:
                     document_id=claim.id,
                     kb_id=claim.knowledge_base_id,
                     pieces=pieces,
-                    embedder=self.embedder,
+                    vectors=vectors,
                     language=self.settings.search_language,
                 )
                 await _ready(session, claim, chunks=len(pieces), before=stored, sections=sections)
