@@ -489,8 +489,9 @@ def mixed_section(results: dict[str, Any]) -> list[str]:
         "",
         f"64 connections for {rows[0]['seconds']:.0f} s, each sending the next request as soon "
         "as the last answered: 20% `GET /users/me`, 20% `GET /files`, 10% `GET /files/{id}`, 25% "
-        "search (exact), 10% search (HNSW), 8% 16 kB uploads, 5% new 4 kB documents (chunked "
-        "and embedded in the request), 2% `/healthz`. Several workers share the machine's "
+        "search (exact), 10% search (HNSW), 8% 16 kB uploads, 5% new 4 kB documents (queued, "
+        "and ingested by the in-process worker meanwhile), 2% `/healthz`. Several workers "
+        "share the machine's "
         f"{results['setup']['cores']} cores with the load generator and PostgreSQL (unpinned).",
         "",
         "| workers | req/s | errors | memory MB, first third -> last third of the run |",

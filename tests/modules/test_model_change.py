@@ -31,7 +31,7 @@ from backend.modules.knowledge_base import model_change
 from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from backend.modules.knowledge_base.reembed import reembed as reembed_chunks
-from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS
+from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS, best_documents
 from tests.support import db
 from tests.support.settings import configured
 
@@ -49,12 +49,7 @@ async def run_revision(url: URL, step: Callable[..., None], *args: Any) -> None:
         with context.begin_transaction(), Operations.context(context):
             step(*args)
 
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(run)
-    finally:
-        await engine.dispose()
+    await db.run_sync(url, run)
 
 
 @pytest.fixture
@@ -136,20 +131,8 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
     assert {response.status_code for response in added} == {202}
     await until_ready(client, headers, kb, len(added))
 
-    async def first_titles() -> dict[str, str]:
-        titles = {}
-        for question in QUESTIONS:
-            response = await client.post(
-                f"/knowledge-bases/{kb}/search",
-                headers=headers,
-                json={"query": question, "top_k": 1, "mode": "vector"},
-            )
-            assert response.status_code == 200, response.text
-            [best] = response.json()["results"]
-            titles[question] = best["document_id"]
-        return titles
-
-    before = await first_titles()
+    search = f"/knowledge-bases/{kb}/search"
+    before = await best_documents(client, headers, search)
 
     # Release 1's revision, then reembed with the new model while release 1 serves.
     await run_revision(migrated_db, model_change.add_next_column, 128)
@@ -160,7 +143,9 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
     assert (await client.post(documents, headers=headers, json=late)).status_code == 202
     searched_while_running = 0
     while process.returncode is None:
-        assert await first_titles() == before  # the old vectors, the old model: same answers
+        assert (
+            await best_documents(client, headers, search) == before
+        )  # the old vectors, the old model: same answers
         searched_while_running += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), 0.05)

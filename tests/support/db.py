@@ -61,6 +61,16 @@ async def drop_database(server: URL, name: str) -> None:
     await on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def run_sync(url: URL, work: Callable[[Connection], object]) -> None:
+    """`work` on a synchronous connection to `url` (Alembic's operations need one)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
 async def run_alembic(url: URL, action: Callable[..., object], *args: object) -> None:
     """Run an Alembic command in-process on a connection handed in through `attributes`."""
 
@@ -69,12 +79,7 @@ async def run_alembic(url: URL, action: Callable[..., object], *args: object) ->
         config.attributes["connection"] = connection
         action(config, *args)
 
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(run)
-    finally:
-        await engine.dispose()
+    await run_sync(url, run)
 
 
 async def upgrade(url: URL, revision: str = "head") -> None:
