@@ -27,6 +27,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH="/app/.venv/bin:$PATH" \
     UVICORN_HOST=0.0.0.0 \
     UVICORN_PORT=8000 \
+    UVICORN_HTTP=backend.core.http:BoundedHttpProtocol \
     FILE_STORAGE_DIR=/data/files
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
     && mkdir -p /data/files \

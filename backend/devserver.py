@@ -13,6 +13,7 @@ import sys
 
 import uvicorn.main
 
+from backend.core import http
 from backend.core.config import PROJECT_ROOT, SettingsError, get_settings
 from backend.db.embedded import (
     EmbeddedDatabaseUnavailable,
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> int:
             check=False,
         )
         args = ["backend.main:app", "--host", "127.0.0.1", "--port", os.environ.get("PORT", "8000")]
+        args += ["--http", http.PROTOCOL]
         args += ["--reload", "--reload-dir", str(PROJECT_ROOT / "backend"), *argv]
         try:
             uvicorn.main.main(args=args, standalone_mode=False)

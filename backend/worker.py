@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response, status
 from pydantic import BaseModel
 
 from backend import health
+from backend.core import http
 from backend.core.app import app_or_exit, new_app
 from backend.core.state import app_state
 from backend.db.session import database_lifespan
@@ -65,7 +66,12 @@ def main() -> int:
     host = os.environ.get("WORKER_HOST", "127.0.0.1")
     port = int(os.environ.get("WORKER_PORT", "8001"))
     config = uvicorn.Config(
-        "backend.worker:worker_app", factory=True, host=host, port=port, access_log=False
+        "backend.worker:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        access_log=False,
+        http=http.PROTOCOL,
     )
     uvicorn.Server(config).run()
     return 0

@@ -6,17 +6,21 @@ Real uvicorn processes, real sockets on loopback, bounded in time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import statistics
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from backend.core.config import PROJECT_ROOT
 from tests.support import db
 from tests.support.factories import PASSWORD, files_in
 from tests.support.server import uvicorn_process, uvicorn_server
@@ -278,3 +282,90 @@ async def test_sigterm_lets_the_request_in_flight_finish(migrated_db: URL, tmp_p
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient() as client:
                 await client.get(f"{base}/healthz")
+
+
+def manifest_env(name: str) -> str:
+    """An environment variable as the shipped API Deployment sets it."""
+    deployment = yaml.safe_load((PROJECT_ROOT / "k8s/base/deployment.yaml").read_text())
+    (api,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "api"]
+    return str(next(item["value"] for item in api["env"] if item["name"] == name))
+
+
+async def test_the_login_throttle_cannot_be_spoofed_or_overflowed(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    # Trusted as the manifests trust the ingress; here the "ingress" is this test, on loopback.
+    trusted = manifest_env("FORWARDED_ALLOW_IPS") + ",127.0.0.1"
+    limits = {"LOGIN_MAX_FAILURES": "4", "LOGIN_FAILURE_WINDOW": "60"}
+    async with (
+        uvicorn_server(migrated_db, tmp_path / "f", FORWARDED_ALLOW_IPS=trusted, **limits) as base,
+        httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client,
+    ):
+        await account(base, "target")
+
+        async def attempt(login: str, forwarded: str, password: str = "wrong guess") -> int:
+            response = await client.post(
+                "/auth/token",
+                data={"username": login, "password": password},
+                headers={"X-Forwarded-For": forwarded},
+            )
+            return response.status_code
+
+        # The entry a client writes (leftmost) changes every time; the proxy's (rightmost) not.
+        rotating = [await attempt(f"nobody{n}", f"198.51.{n}.9, 203.0.113.7") for n in range(5)]
+        # The account by its username and by its email, from a new address each time.
+        logins = ["target", "TARGET@example.com", "target", "target@example.com"]
+        one_account = [await attempt(login, f"192.0.2.{n}") for n, login in enumerate(logins)]
+        right_password = await attempt("target", "192.0.2.200", PASSWORD)
+        # A client-written address of any length is counted, never a 500.
+        overflow = [await attempt(f"other{n}", "a" * 400) for n in range(5)]
+
+    assert rotating == [401, 401, 401, 401, 429]
+    assert one_account == [401, 401, 401, 401]
+    assert right_password == 429
+    assert overflow == [401, 401, 401, 401, 429]
+
+
+async def raw_request(
+    base: str, head: bytes, *, then: bytes = b"", pause: float = 0.0, repeat: int = 0
+) -> bytes:
+    """Send `head`, then `then` `repeat` times (pausing between), never finishing the request
+    head; what the server answers."""
+    host, port = base.removeprefix("http://").split(":")
+
+    def talk() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            try:
+                sock.sendall(head)
+                for _ in range(repeat):
+                    time.sleep(pause)
+                    sock.sendall(then)
+            except OSError:
+                pass  # the server closed it: its answer is already on the way
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            return answer
+
+    return await asyncio.to_thread(talk)
+
+
+async def test_request_heads_are_bounded_in_size_and_time(migrated_db: URL, tmp_path: Path) -> None:
+    async with uvicorn_process(migrated_db, tmp_path / "f", HTTP_HEADER_TIMEOUT="1") as (base, _):
+        start = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: "
+        # 64 MB of one header, 64 KB at a time: cut off after the first tens of kilobytes.
+        huge = await raw_request(base, start, then=b"a" * 65_536, repeat=1000)
+        started = time.monotonic()
+        # A head that never ends, a byte at a time.
+        slow = await raw_request(base, start, then=b"a", pause=0.2, repeat=100)
+        slow_took = time.monotonic() - started
+        silent = await raw_request(base, b"")  # connects, sends nothing
+        async with httpx.AsyncClient(timeout=10) as client:
+            normal = await client.get(f"{base}/healthz", headers={"X-Fine": "b" * 8000})
+
+    assert huge.startswith(b"HTTP/1.1 431 ")
+    assert slow.startswith(b"HTTP/1.1 408 ")
+    assert slow_took < 10
+    assert silent.startswith(b"HTTP/1.1 408 ")
+    assert normal.status_code == 200

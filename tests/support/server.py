@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from backend.core import http
 from backend.core.config import PROJECT_ROOT, Settings
 from backend.main import create_app
 from tests.support import db
@@ -33,6 +34,7 @@ async def serving(url: URL) -> AsyncIterator[httpx.AsyncClient]:
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)]
+    command += ["--http", http.PROTOCOL]  # as every shipped way to serve
     with log.open("ab") as out:  # a file, not a pipe nobody reads (it would fill and block)
         return subprocess.Popen(
             [*command, "--no-access-log"], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=out

@@ -73,18 +73,19 @@ async def token(
     Failed logins are counted per account and per client address (LOGIN_MAX_FAILURES within
     LOGIN_FAILURE_WINDOW seconds); past the limit the answer is 429 with Retry-After.
     """
-    keys = throttle.keys(form.username, request.client.host if request.client else None)
     # Its own transaction, committed even when the login fails: a failure must count.
     async with independent_session(request) as session:
-        await throttle.check(session, keys=keys, max_failures=settings.login_max_failures)
         try:
-            user = await service.authenticate(session, login=form.username, password=form.password)
+            user = await service.log_in(
+                session,
+                login=form.username,
+                password=form.password,
+                address=request.client.host if request.client else None,
+                settings=settings,
+            )
+            failure: InvalidCredentials | None = None
         except InvalidCredentials as exc:
-            await throttle.record_failure(session, keys=keys, window=settings.login_failure_window)
-            failure: InvalidCredentials | None = exc
-        else:
-            await throttle.clear(session, key=keys[0])
-            failure = None
+            failure = exc
     if failure is not None:
         # Neither the login nor the password: the request id ties it to its access line.
         logger.info("login refused: invalid credentials")

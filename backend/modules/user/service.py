@@ -11,6 +11,7 @@ from backend.core.pagination import PageParams, paged
 from backend.core.schemas import is_storable
 from backend.core.security import hash_password, verify_password
 from backend.db.session import release_connection
+from backend.modules.user import throttle
 from backend.modules.user.exceptions import (
     EmailTaken,
     InactiveUser,
@@ -20,6 +21,7 @@ from backend.modules.user.exceptions import (
 )
 from backend.modules.user.models import User
 from backend.modules.user.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdate
+from backend.modules.user.settings import UserSettings
 
 
 def normalise_email(email: str) -> str:
@@ -69,18 +71,40 @@ async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.scalar(BY_ID, {"user_id": user_id})
 
 
-async def authenticate(session: AsyncSession, *, login: str, password: str) -> User:
-    """The user whose email or username is `login` and whose password matches."""
-    login = unicodedata.normalize("NFKC", login).strip() if is_storable(login) else ""
-    column = User.email if "@" in login else User.username
-    value = normalise_email(login) if "@" in login else login
-    # A login no account can have (empty, NUL) is looked up as nobody, at the same cost.
-    user = await session.scalar(select(User).where(column == value)) if login else None
+def normalise_login(login: str) -> str:
+    """A login as it is looked up: NFKC, trimmed; "" for one no account can have (NUL)."""
+    return unicodedata.normalize("NFKC", login).strip() if is_storable(login) else ""
+
+
+async def find_by_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose email (a login with `@`) or username is `login`, as normalised."""
+    if not login:
+        return None
+    if "@" in login:
+        return await session.scalar(select(User).where(User.email == normalise_email(login)))
+    return await session.scalar(select(User).where(User.username == login))
+
+
+async def log_in(
+    session: AsyncSession, *, login: str, password: str, address: str | None, settings: UserSettings
+) -> User:
+    """The user whose email or username is `login` and whose password matches, throttled.
+
+    Failed logins are counted per account and per client address (see `throttle`); the
+    failure is recorded in `session` before `InvalidCredentials` is raised, so the caller
+    commits it either way.
+    """
+    login = normalise_login(login)
+    user = await find_by_login(session, login)
+    keys = throttle.keys(str(user.id) if user else login.lower(), address)
+    await throttle.check(session, keys=keys, max_failures=settings.login_max_failures)
     # The hash takes ~100 ms and may queue behind others: no connection is held meanwhile, or a
-    # burst of logins would hold the whole pool.
+    # burst of logins would hold the whole pool. A login no account has costs the same.
     await release_connection(session)
     if not await verify_password(password, user.hashed_password if user else None) or not user:
+        await throttle.record_failure(session, keys=keys, window=settings.login_failure_window)
         raise InvalidCredentials()
+    await throttle.clear(session, key=keys[0])
     if not user.is_active:
         raise InactiveUser()
     return user

@@ -4,12 +4,22 @@ A fixed window per key: the first failure opens it for LOGIN_FAILURE_WINDOW seco
 LOGIN_MAX_FAILURES failures the key is refused (429, Retry-After = the rest of the window) until
 the window ends. A successful login clears its account's count. One statement per check or
 update, in PostgreSQL, so three replicas count one attacker once.
+
+Keys are digests of fixed length, whatever a client sends: an address is what the client's
+headers made it (X-Forwarded-For, behind a trusted proxy) and could be any length. An account is
+counted by its id, so its email and its username share one count.
+
+The trade-off, accepted: the per-account limit lets anyone who knows a login hold that account
+at 429 by failing on purpose, for a window at a time (Retry-After says how long, and nothing is
+locked for good). Without it, a botnet rotating addresses could guess one account's password
+without limit; an attacker keeping a victim out must keep paying failures, each also counted
+against an address it owns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import unicodedata
 from datetime import timedelta
 
 from sqlalchemy import case, delete, func, select
@@ -17,7 +27,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError
-from backend.core.schemas import is_storable
 from backend.modules.user.models import LoginThrottle
 
 # Rows whose window ended this long ago are deleted when failures are recorded.
@@ -33,13 +42,17 @@ class TooManyAttempts(AppError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
-def keys(login: str, address: str | None) -> list[str]:
-    """The counters a login attempt touches: the account it names, and where it comes from."""
-    account = unicodedata.normalize("NFKC", login).strip().lower() if is_storable(login) else ""
-    found = [f"account:{account[:300]}"]
+def keys(account: str, address: str | None) -> list[str]:
+    """The counters a login attempt touches: the account it names (its id, or the login as
+    typed when no account has it), and where it comes from. Account first."""
+    found = [f"account:{_digest(account)}"]
     if address:
-        found.append(f"address:{address}")
+        found.append(f"address:{_digest(address)}")
     return found
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 async def check(session: AsyncSession, *, keys: list[str], max_failures: int) -> None:
