@@ -54,21 +54,57 @@ async def uvicorn_process(
     process = _start(env, port, storage.parent / f"uvicorn-{port}.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        async with asyncio.timeout(60), httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(f"{base}/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        await _wait_healthy(base, process)
         yield base, process
     finally:
-        process.terminate()
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
+        await _stop(process)
+
+
+async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    async with asyncio.timeout(60), httpx.AsyncClient() as client:
+        while True:
+            assert process.poll() is None, f"the process exited ({process.returncode})"
+            try:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        await asyncio.to_thread(process.wait, 30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        await asyncio.to_thread(process.wait)
+
+
+@asynccontextmanager
+async def worker_process(
+    url: URL, storage: Path, **settings: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m backend.worker` against `url`, as its own process; yield its probes' base URL
+    and the process (its log is `storage.parent / worker-<port>.log`)."""
+    env = {**os.environ, "DATABASE_URL": db.sync_url(url), "FILE_STORAGE_DIR": str(storage)}
+    env.pop("TEST_DATABASE_URL", None)
+    port = free_port()
+    env.update(WORKER_PORT=str(port), **settings)
+    with (storage.parent / f"worker-{port}.log").open("ab") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+            [sys.executable, "-m", "backend.worker"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_healthy(base, process)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            await _stop(process)
 
 
 @asynccontextmanager

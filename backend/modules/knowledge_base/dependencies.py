@@ -16,6 +16,7 @@ from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.ingestion import Ingestion, Worker
+from backend.modules.knowledge_base.isolation import Limits, Parsers
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -33,8 +34,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reranker = Reranker.from_settings(settings)
     if reranker is not None:
         state.provide(Reranker, reranker)
+    parsers = Parsers(
+        Limits(
+            timeout=settings.parse_timeout_seconds,
+            memory_mb=settings.parse_memory_mb,
+            max_pages=settings.max_document_pages,
+            max_chars=settings.max_document_chars,
+        )
+    )
     ingestion = Ingestion(
-        state.get(Database), embedder=embedder, storage=state.get(Storage), settings=settings
+        state.get(Database),
+        embedder=embedder,
+        storage=state.get(Storage),
+        parsers=parsers,
+        settings=settings,
     )
     state.provide(Ingestion, ingestion)
     worker = None
@@ -56,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.remove(Ingestion)
         state.remove(Embedder)
         state.remove(Reranker)
+        parsers.close()
         await embedder.aclose()
         if reranker is not None:
             await reranker.aclose()

@@ -3,12 +3,18 @@
 The queue is the `documents` table itself: a document is added `pending` (in the request's
 transaction, so a document and its job exist together or not at all), and a worker claims it
 (`processing`), stores its chunks and marks it `ready`, or `failed` with the reason. Claims are
-`FOR UPDATE SKIP LOCKED`, so any number of workers share the work, and leased: a worker that
-dies holding a document loses it when `locked_until` passes and another takes it over. A
-failure worth retrying (the embedder, the storage, the database) puts the document back with a
-backoff until INGESTION_MAX_ATTEMPTS; a file that cannot be read fails at once. The chunks are
-written in the same transaction that marks the document `ready`, after deleting any it has, and
-only by the worker whose claim is still current: a retried document never has its chunks twice.
+`FOR UPDATE SKIP LOCKED`, so any number of workers share the work, and fair: each claim takes
+the owners' oldest documents in turns (an owner's n-th queued document waits behind every
+other owner's first), so a flood from one user does not starve the rest. Claims are leased: the
+worker renews the lease while it works, and one that dies holding a document loses it when
+`locked_until` passes; another takes it over. Attempts count at claim: a document whose worker
+died INGESTION_MAX_ATTEMPTS times (a file that kills its parser's host) ends `failed` with the
+reason instead of being claimed again. A failure worth retrying (the embedder, the storage,
+the database) puts the document back with a backoff until INGESTION_MAX_ATTEMPTS; a file that
+cannot be read fails at once. Parsing runs in a child process (isolation.py), killed when the
+lease renewal finds the document gone (deleted, or its knowledge base). The chunks are written
+in the same transaction that marks the document `ready`, after deleting any it has, and only by
+the worker whose claim is still current: a retried document never has its chunks twice.
 
 Why not a job library (procrastinate): it needs a second PostgreSQL driver (psycopg) and a
 schema of its own to migrate, for one kind of job whose row already exists here.
@@ -24,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from sqlalchemy import Row, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,32 +41,68 @@ from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base.chunk_copy import copy_chunks
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import EmptyDocument, SourceFileNotFound
+from backend.modules.knowledge_base.isolation import Parsers
 from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
-from backend.modules.knowledge_base.parsing import Section, kind_of, parse, reason
+from backend.modules.knowledge_base.parsing import Section, kind_of, reason
 from backend.modules.knowledge_base.service import pieces_of
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 log = logging.getLogger("backend.ingestion")
 
-# How long a claim holds: a document still `processing` after this is taken over.
-LEASE_SECONDS = 300
+# A claim holds INGESTION_LEASE_SECONDS unless renewed; the worker renews it every third of that
+# (at most every RENEW_SECONDS, which is also how soon a deleted document's work stops).
+RENEW_SECONDS = 5.0
 # The wait before retry n is BACKOFF_SECONDS * 2**(n-1), at most MAX_BACKOFF_SECONDS.
 BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 300.0
 
+# An owner's turn: how many of its documents are in flight or ahead of this one in its queue.
 CLAIM = text(
     """
+    WITH in_flight AS (
+        SELECT kb.owner_id, count(*) AS busy
+        FROM documents d JOIN knowledge_bases kb ON kb.id = d.knowledge_base_id
+        WHERE d.status = 'processing' AND d.locked_until >= now()
+        GROUP BY kb.owner_id
+    ), fair AS (
+        SELECT d.id, d.run_after, coalesce(f.busy, 0)
+            + row_number() OVER (PARTITION BY kb.owner_id ORDER BY d.run_after, d.id) AS turn
+        FROM documents d
+        JOIN knowledge_bases kb ON kb.id = d.knowledge_base_id
+        LEFT JOIN in_flight f ON f.owner_id = kb.owner_id
+        WHERE d.status IN ('pending', 'processing') AND d.run_after <= now()
+            AND (d.locked_until IS NULL OR d.locked_until < now())
+            AND d.attempts < :max_attempts
+        ORDER BY turn, d.run_after, d.id
+        LIMIT :window
+    ), taken AS (
+        SELECT documents.id FROM documents JOIN fair ON fair.id = documents.id
+        WHERE documents.status IN ('pending', 'processing')
+            AND (documents.locked_until IS NULL OR documents.locked_until < now())
+        ORDER BY fair.turn, fair.run_after, fair.id
+        LIMIT :limit
+        FOR UPDATE OF documents SKIP LOCKED
+    )
     UPDATE documents SET status = 'processing', attempts = attempts + 1,
         locked_until = now() + make_interval(secs => :lease)
-    WHERE id IN (
-        SELECT id FROM documents
-        WHERE status IN ('pending', 'processing') AND run_after <= now()
-            AND (locked_until IS NULL OR locked_until < now())
-        ORDER BY run_after, id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id, knowledge_base_id, source_file_id, pending_text, attempts
+    FROM taken WHERE documents.id = taken.id
+    RETURNING documents.id, knowledge_base_id, source_file_id, pending_text, attempts
+    """
+)
+# Documents whose lease ran out on their last attempt: their worker died every time.
+GIVE_UP = text(
+    """
+    UPDATE documents SET status = 'failed', locked_until = NULL,
+        error = 'Processing stopped ' || attempts || ' times without finishing (the worker '
+            || 'was killed or crashed each time: INGESTION_MAX_ATTEMPTS)'
+    WHERE status = 'processing' AND locked_until < now() AND attempts >= :max_attempts
+    """
+)
+RENEW = text(
+    """
+    UPDATE documents SET locked_until = now() + make_interval(secs => :lease)
+    WHERE id = :id AND attempts = :attempts AND status = 'processing'
+    RETURNING id
     """
 )
 
@@ -92,17 +133,63 @@ class Ingestion:
         *,
         embedder: Embedder,
         storage: Storage,
+        parsers: Parsers,
         settings: KnowledgeBaseSettings,
     ) -> None:
         self.database = database
         self.embedder = embedder
         self.storage = storage
+        self.parsers = parsers
         self.settings = settings
+        self.lease = settings.ingestion_lease_seconds
 
     async def claim(self, limit: int = 1) -> list[Claim]:
+        max_attempts = self.settings.ingestion_max_attempts
         async with self.database.sessionmaker() as session, session.begin():
-            rows = await session.execute(CLAIM, {"lease": LEASE_SECONDS, "limit": limit})
+            await session.execute(GIVE_UP, {"max_attempts": max_attempts})
+            rows = await session.execute(
+                CLAIM,
+                {
+                    "lease": self.lease,
+                    "limit": limit,
+                    "window": max(limit, 64),
+                    "max_attempts": max_attempts,
+                },
+            )
             return [Claim.of(row) for row in rows]
+
+    async def process_leased(self, claim: Claim) -> str:
+        """`process`, renewing the claim's lease meanwhile; stopped (and "superseded") as soon
+        as a renewal finds the document gone or taken over."""
+        work = asyncio.create_task(self.process(claim))
+        keeper = asyncio.create_task(self._keep_lease(claim, work))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if keeper.done() and not keeper.cancelled() and keeper.result():
+                log.info("document %s deleted or taken over while processing: stopped", claim.id)
+                return "superseded"
+            raise
+        finally:
+            keeper.cancel()
+            work.cancel()
+            await asyncio.gather(keeper, work, return_exceptions=True)
+
+    async def _keep_lease(self, claim: Claim, work: asyncio.Task[str]) -> bool:
+        """Renew until `work` ends; True (after cancelling it) when the claim was lost."""
+        every = min(self.lease / 3, RENEW_SECONDS)
+        values = {"id": claim.id, "attempts": claim.attempts, "lease": self.lease}
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.database.sessionmaker() as session, session.begin():
+                    still = (await session.execute(RENEW, values)).first()
+            except Exception:  # the database is away: the lease may run out, and that is safe
+                log.warning("renewing the lease of document %s failed", claim.id, exc_info=True)
+                continue
+            if still is None:
+                work.cancel()
+                return True
 
     async def process(self, claim: Claim) -> str:
         """Chunk, embed and store one claimed document; its new status."""
@@ -152,10 +239,8 @@ class Ingestion:
         return "ready"
 
     async def _sections(self, claim: Claim) -> list[Section]:
-        limit = self.settings.max_document_pages
         if claim.pending_text is not None:
-            raw = claim.pending_text.encode()
-            return await to_thread.run_sync(lambda: parse("markdown", raw, max_pages=limit))
+            return await self.parsers.parse("markdown", claim.pending_text.encode())
         file = None
         if claim.source_file_id is not None:  # NULL once the file is deleted (ON DELETE SET NULL)
             async with self.database.read_sessionmaker() as session:
@@ -165,7 +250,7 @@ class Ingestion:
         kind = kind_of(file.content_type, file.filename)
         assert kind is not None  # checked when the document was added
         data = await file_service.read_content(file=file, storage=self.storage)
-        return await to_thread.run_sync(lambda: parse(kind, data, max_pages=limit))
+        return await self.parsers.parse(kind, data)
 
     async def _still_mine(self, session: AsyncSession, claim: Claim) -> int | None:
         """The document's stored chunk count, locked, if it still exists and no later claim took
@@ -273,7 +358,7 @@ class Worker:
                 free = self.concurrency - len(running)
                 claims = await self._claim(free) if free else []
                 for claim in claims:
-                    task = asyncio.create_task(self.ingestion.process(claim))
+                    task = asyncio.create_task(self.ingestion.process_leased(claim))
                     running[task] = claim
                     task.add_done_callback(self._done(running))
                 if claims and len(running) < self.concurrency:

@@ -3,7 +3,11 @@ where they came from (the page, the heading path), so that search results can sa
 
 Every format is read by a maintained library or the standard library (pypdf: BSD; python-docx:
 MIT; HTML: `html.parser`); none runs a program or fetches anything. What cannot be read is an
-`UnreadableDocument` (422) that says why.
+`UnreadableDocument` (422) that says why: encrypted, image-only, corrupt, more pages than
+MAX_DOCUMENT_PAGES, more text than MAX_DOCUMENT_CHARS (a 6 KB PDF can draw millions of
+characters), or a DOCX that inflates past its allowance (counted as it inflates, not as the zip
+declares). Time and memory are bounded by where it runs (isolation.py); nothing here is slower
+than linear in what it reads, but the libraries are not all so (pypdf on one large page).
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ SUFFIXES: dict[str, Kind] = {
     ".markdown": "markdown",
     ".txt": "text",
 }
-# A DOCX is a zip: refuse one that would inflate past this many times the file's own size
-# (a few kB can expand to gigabytes); real documents stay well under 20x.
+# A DOCX is a zip: refuse one that inflates past this many times the file's own size (a few kB
+# can expand to gigabytes; real documents stay well under 20x), or past MAX_INFLATED_BYTES (its
+# XML becomes a tree about 20 times its size in memory).
 MAX_INFLATION = 50
+MAX_INFLATED_BYTES = 32 * 1024 * 1024
 HEADING_SEPARATOR = " > "
 
 
@@ -70,17 +76,25 @@ def kind_of(content_type: str, filename: str) -> Kind | None:
     return None
 
 
-def parse(kind: Kind, raw: bytes, *, max_pages: int) -> list[Section]:
-    """The file's sections, in reading order, empty ones left out. CPU-bound: call it in a
-    worker thread."""
+def parse(kind: Kind, raw: bytes, *, max_pages: int, max_chars: int) -> list[Section]:
+    """The file's sections, in reading order, empty ones left out. CPU-bound, and the cost of
+    a hostile file is the parser's: call it through `isolation.Parsers`."""
     if kind == "pdf":
-        sections = _pdf(raw, max_pages)
+        sections = _pdf(raw, max_pages, max_chars)
     elif kind == "docx":
         sections = list(_docx(raw))
     else:
         text = _decode(raw, kind)
         sections = list(_html(text) if kind == "html" else _markdown(text))
+    _check_length(sum(len(s.text) for s in sections), max_chars)
     return [s for s in sections if s.text.strip()]
+
+
+def _check_length(chars: int, max_chars: int) -> None:
+    if chars > max_chars:
+        raise UnreadableDocument(
+            f"The document holds more than {max_chars} characters of text (MAX_DOCUMENT_CHARS)"
+        )
 
 
 def _decode(raw: bytes, kind: Kind) -> str:
@@ -93,7 +107,7 @@ def _decode(raw: bytes, kind: Kind) -> str:
     return text
 
 
-def _pdf(raw: bytes, max_pages: int) -> list[Section]:
+def _pdf(raw: bytes, max_pages: int, max_chars: int) -> list[Section]:
     from pypdf import PdfReader
 
     try:
@@ -108,9 +122,12 @@ def _pdf(raw: bytes, max_pages: int) -> list[Section]:
         headings = _outline_by_page(reader)
         sections = []
         heading = None
+        chars = 0
         for number, page in enumerate(reader.pages, start=1):
             heading = headings.get(number, heading)
             sections.append(Section(page.extract_text() or "", page=number, heading=heading))
+            chars += len(sections[-1].text)
+            _check_length(chars, max_chars)  # before the next page is drawn
     except UnreadableDocument:
         raise
     except Exception as exc:  # a hostile or broken file can fail anywhere inside the parser
@@ -157,12 +174,7 @@ def _docx(raw: bytes) -> Iterator[Section]:
     from docx.table import Table
 
     try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
-        if inflated > MAX_INFLATION * len(raw):
-            raise UnreadableDocument(
-                f"The DOCX would inflate to {inflated} bytes, {inflated // len(raw)} times its size"
-            )
+        _check_inflation(raw)
         body = list(Docx(io.BytesIO(raw)).iter_inner_content())
     except UnreadableDocument:
         raise
@@ -187,6 +199,23 @@ def _docx(raw: bytes) -> Iterator[Section]:
     yield Section("\n".join(lines), heading=_path(headings))
 
 
+def _check_inflation(raw: bytes) -> None:
+    """Inflate every member, counting bytes as they come (a zip's declared sizes are the
+    attacker's to write); refuse past the allowance."""
+    allowance = min(MAX_INFLATION * len(raw), MAX_INFLATED_BYTES)
+    inflated = 0
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                while chunk := member.read(64 * 1024):
+                    inflated += len(chunk)
+                    if inflated > allowance:
+                        raise UnreadableDocument(
+                            f"The DOCX inflates past {allowance} bytes "
+                            f"({MAX_INFLATION} times its size, at most {MAX_INFLATED_BYTES})"
+                        )
+
+
 def _heading_level(style: str) -> int | None:
     if style == "Title":
         return 1
@@ -199,8 +228,18 @@ def _path(headings: list[str]) -> str | None:
     return HEADING_SEPARATOR.join(kept) if kept else None
 
 
-_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """`## Title ##` -> (2, "Title"). Written out, not a regex: the pattern it replaces
+    (`^(#{1,6})\\s+(.+?)\\s*#*\\s*$`) backtracked cubically on `# a` and thousands of spaces."""
+    level = len(line) - len(line.lstrip("#"))
+    if not 1 <= level <= 6 or len(line) == level or not line[level].isspace():
+        return None
+    title = line[level:].strip()
+    title = title.rstrip("#").rstrip() or title  # a closing run of #, as the pattern dropped it
+    return (level, title) if title else None
 
 
 def _markdown(text: str) -> Iterator[Section]:
@@ -211,14 +250,14 @@ def _markdown(text: str) -> Iterator[Section]:
     for line in text.splitlines():
         if _FENCE.match(line):
             fenced = not fenced
-        match = None if fenced else _MARKDOWN_HEADING.match(line)
-        if match is None:
+        heading = None if fenced else _atx_heading(line)
+        if heading is None:
             lines.append(line)
             continue
         yield Section("\n".join(lines), heading=_path(headings))
         lines = [line]  # the heading's words stay searchable in its section
-        level = len(match.group(1))
-        headings = [*headings[: level - 1], *[""] * (level - 1 - len(headings)), match.group(2)]
+        level, title = heading
+        headings = [*headings[: level - 1], *[""] * (level - 1 - len(headings)), title]
     yield Section("\n".join(lines), heading=_path(headings))
 
 

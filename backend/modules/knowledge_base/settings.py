@@ -25,6 +25,12 @@ class KnowledgeBaseSettings(AppSettings):
     max_document_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     # A PDF with more pages is refused (422) before any is read.
     max_document_pages: int = Field(default=500, ge=1)
+    # A document whose text is longer fails (a 500-page book is about 1.5 M characters).
+    max_document_chars: int = Field(default=3_000_000, ge=1)
+    # Each file is parsed in a child process, stopped past this time or address space (the
+    # document fails with the reason); the worker's own memory is not at stake either way.
+    parse_timeout_seconds: float = Field(default=120.0, gt=0)
+    parse_memory_mb: int = Field(default=384, ge=128)
     # `wordllama`: a small real model inside its package (offline); `hashing`: words and
     # trigrams hashed (deterministic, no model); `openai`: any OpenAI-compatible /embeddings.
     embedding_provider: Literal["wordllama", "hashing", "openai"] = "wordllama"
@@ -58,6 +64,8 @@ class KnowledgeBaseSettings(AppSettings):
     ingestion_concurrency: int = Field(default=2, ge=1, le=64)
     ingestion_max_attempts: int = Field(default=5, ge=1, le=50)
     ingestion_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # A claim not renewed for this long is taken over (its worker died); renewed while it works.
+    ingestion_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
     # 200 with the index's ef_construction=200: recall@10 0.999 at p50 9-10 ms for a 50,000-chunk
