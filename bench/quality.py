@@ -96,7 +96,13 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
         alembic_upgrade(url)
         app = create_app(
             *configured(
-                database_url=dsn(url), embedding_provider=embedder, ingestion_in_process=False
+                database_url=dsn(url),
+                embedding_provider=embedder,
+                ingestion_in_process=False,
+                # One user loads a whole corpus at once.
+                max_queued_documents_per_user=10_000_000,
+                max_documents_per_user=10_000_000,
+                max_chunks_per_user=1_000_000_000,
             )
         )
         transport = httpx.ASGITransport(app=app)

@@ -89,6 +89,11 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
         "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
         "STORAGE_QUOTA_BYTES": str(64 * 1024**3),  # the mixed load uploads thousands of files
         "SEARCH_EXACT_MAX_CHUNKS": str(EXACT_MAX_CHUNKS),  # the baseline reads it too
+        # One bench user stands for many clients: the per-user limits would measure themselves.
+        "SEARCH_CONCURRENCY_PER_USER": "100",
+        "MAX_QUEUED_DOCUMENTS_PER_USER": "1000000",
+        "MAX_DOCUMENTS_PER_USER": "1000000",
+        "MAX_CHUNKS_PER_USER": "100000000",
     }
     if size.pool_timeout is not None:
         env["DB_POOL_TIMEOUT"] = str(size.pool_timeout)

@@ -146,6 +146,25 @@ async def test_an_unreachable_service_is_a_502_error() -> None:
     await embedder.aclose()
 
 
+async def test_a_failure_never_shows_the_services_url_or_credentials(stub_url: str) -> None:
+    """A 502's body is the client's to read; EMBEDDING_BASE_URL may hold a key."""
+    failures.extend([503] * 3)
+    secret_url = stub_url.replace("http://", "http://user:s3cret-key@")
+    embedder = remote(secret_url, retries=0)
+    with pytest.raises(EmbeddingError) as refused:
+        await embedder.embed(["x"])
+    await embedder.aclose()
+    unreachable = remote("http://user:s3cret-key@127.0.0.1:1/v1", retries=0)
+    with pytest.raises(EmbeddingError) as down:
+        await unreachable.embed(["x"])
+    await unreachable.aclose()
+
+    for error in (refused.value, down.value):
+        assert "s3cret" not in error.detail
+        assert "127.0.0.1" not in error.detail
+    assert "HTTP 503" in refused.value.detail
+
+
 def test_configured_dimension_must_match_the_column(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
     monkeypatch.setenv("EMBEDDING_DIM", "768")

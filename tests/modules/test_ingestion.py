@@ -236,3 +236,53 @@ async def test_a_document_can_be_deleted_while_a_remote_embedder_works_on_it(
         finally:  # a failed assertion must not leave the stub's request (and the server) waiting
             opened.set()
             gate.remove(opened)
+
+
+async def test_owners_take_turns_at_claim(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    """One user floods the queue; another's document, added after, is among the first taken."""
+    _, flooder = await user_with_token(client, session)
+    flood_kb = await make_kb(client, flooder)
+    for n in range(5):
+        body = {"title": f"flood {n}", "text": "Words."}
+        assert (
+            await client.post(f"{KBS}/{flood_kb}/documents", headers=flooder, json=body)
+        ).status_code == 202
+    _, other = await user_with_token(client, session)
+    other_kb = await make_kb(client, other)
+    late = await client.post(
+        f"{KBS}/{other_kb}/documents", headers=other, json={"title": "late", "text": "Words."}
+    )
+
+    first, second = await ingestion.claim(limit=2)
+
+    assert str(second.id) in late.headers["location"] or str(first.id) in late.headers["location"]
+    assert {str(first.knowledge_base_id), str(second.knowledge_base_id)} == {flood_kb, other_kb}
+
+
+@pytest.mark.settings(max_queued_documents_per_user=3, max_documents_per_user=4)
+async def test_per_user_document_limits_answer_with_the_figures(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    body = {"title": "t", "text": "Some words."}
+    statuses = [
+        (await client.post(f"{KBS}/{kb}/documents", headers=headers, json=body)).status_code
+        for _ in range(3)
+    ]
+    queued = await client.post(f"{KBS}/{kb}/documents", headers=headers, json=body)
+    await ingestion.drain()
+    fourth = await client.post(f"{KBS}/{kb}/documents", headers=headers, json=body)
+    fifth = await client.post(f"{KBS}/{kb}/documents", headers=headers, json=body)
+    listed = (await client.get(f"{KBS}/{kb}/documents", headers=headers)).json()
+
+    assert statuses == [202, 202, 202]
+    assert queued.status_code == 429
+    assert "You have 3 documents waiting" in queued.json()["detail"]
+    assert queued.headers["retry-after"]
+    assert fourth.status_code == 202
+    assert fifth.status_code == 413
+    assert "You have 4 documents; the limit is 4" in fifth.json()["detail"]
+    assert len(listed["items"]) == 4

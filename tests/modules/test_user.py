@@ -156,6 +156,9 @@ async def test_bad_input_is_a_clear_4xx(client: httpx.AsyncClient) -> None:
         (b'{"email": "a@example.com", "username": "ab", "password": "longenough"}', 422),
         (b'{"email": "a@example.com", "username": "abc", "password": "short"}', 422),
         (b'{"email": 5, "username": ["x"], "password": null}', 422),
+        # Found by the schema fuzzer: a domain that is no domain name.
+        (b'{"email": "a@example.co*", "username": "abc", "password": "longenough"}', 422),
+        (b'{"email": "a@1.2.3.4", "username": "abc", "password": "longenough"}', 422),
     ]
     for body, expected in cases:
         response = await client.post(
@@ -169,3 +172,17 @@ async def test_bad_input_is_a_clear_4xx(client: httpx.AsyncClient) -> None:
         REGISTER, content=huge, headers={"content-type": "application/json"}
     )
     assert too_big.status_code == 413
+
+
+async def test_an_admin_change_takes_booleans_only(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Found by the schema fuzzer: `is_superuser: 0` was read as false."""
+    target, _ = await user_with_token(client, session)
+    _, admin = await user_with_token(client, session, is_superuser=True)
+    url = f"/api/v1/users/{target.id}"
+
+    for value in (0, 1, "yes", "false"):
+        response = await client.patch(url, headers=admin, json={"is_superuser": value})
+        assert response.status_code == 422, (value, response.text)
+    assert (await client.patch(url, headers=admin, json={"is_superuser": True})).status_code == 200

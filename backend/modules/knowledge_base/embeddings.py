@@ -211,7 +211,8 @@ class OpenAIEmbedder:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in data]
         except httpx.HTTPError as exc:
-            raise EmbeddingError(f"The embedding service failed: {exc}") from None
+            # Never its text: httpx names the URL, and a URL can hold credentials.
+            raise EmbeddingError(f"The embedding service failed ({_cause(exc)})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise EmbeddingError(f"The embedding service answered malformed JSON ({exc})") from None
         if len(vectors) != len(texts):
@@ -228,6 +229,13 @@ class OpenAIEmbedder:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _cause(exc: httpx.HTTPError) -> str:
+    """What went wrong with a request, without its URL."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
 
 
 async def post_retrying(

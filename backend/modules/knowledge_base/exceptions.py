@@ -51,3 +51,41 @@ class EmbeddingModelChanged(Unavailable):
         "Retry shortly"
     )
     retry_after = 5
+
+
+class TooManySearches(AppError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You have {limit} searches running (SEARCH_CONCURRENCY_PER_USER): retry when one ends"
+        )
+        self.headers = {"Retry-After": "1"}
+
+
+class SearchTimedOut(AppError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The search took longer than {seconds:g} s (SEARCH_TIMEOUT_SECONDS) and was stopped: "
+            f"retry, or use fewer or rarer words"
+        )
+        self.headers = {"Retry-After": "1"}
+
+
+class DocumentLimitReached(AppError):
+    """Per-user limits on what the knowledge bases hold and queue."""
+
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+
+class TooManyQueuedDocuments(AppError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(
+            f"You have {queued} documents waiting to be processed; the limit is {limit} "
+            f"(MAX_QUEUED_DOCUMENTS_PER_USER): add more when some are ready"
+        )
+        self.headers = {"Retry-After": "10"}

@@ -17,9 +17,13 @@ from backend.modules.knowledge_base.dependencies import (
 )
 from backend.modules.knowledge_base.embeddings import EmbeddingError
 from backend.modules.knowledge_base.exceptions import (
+    DocumentLimitReached,
     DocumentNotFound,
     DocumentTooLarge,
+    SearchTimedOut,
     SourceFileNotFound,
+    TooManyQueuedDocuments,
+    TooManySearches,
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.rerank import RerankError
@@ -86,7 +90,13 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
     "/{kb_id}/documents",
     response_model=DocumentRead,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(SourceFileNotFound, UnsupportedDocumentType, DocumentTooLarge),
+    responses=error_responses(
+        SourceFileNotFound,
+        UnsupportedDocumentType,
+        DocumentTooLarge,
+        DocumentLimitReached,
+        TooManyQueuedDocuments,
+    ),
 )
 async def add_document(
     request: Request,
@@ -146,7 +156,7 @@ async def delete_document(
     "/{kb_id}/search",
     response_model=SearchResults,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(EmbeddingError, RerankError),
+    responses=error_responses(EmbeddingError, RerankError, TooManySearches, SearchTimedOut),
 )
 async def search(
     settings: KnowledgeBaseSettingsDep,

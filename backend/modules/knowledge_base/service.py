@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -31,11 +32,15 @@ from backend.modules.file.exceptions import FileNotFound
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import (
+    DocumentLimitReached,
     DocumentNotFound,
     DocumentTooLarge,
     EmbeddingModelChanged,
     KnowledgeBaseNotFound,
+    SearchTimedOut,
     SourceFileNotFound,
+    TooManyQueuedDocuments,
+    TooManySearches,
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk, Document, KnowledgeBase
@@ -162,6 +167,7 @@ async def create_document(
         if len(data.text.encode()) > settings.max_document_bytes:
             raise DocumentTooLarge(settings.max_document_bytes)
         title = data.title
+    await _check_user_limits(session, owner=owner, settings=settings)
     document = Document(
         knowledge_base_id=kb.id,
         title=title,
@@ -174,6 +180,38 @@ async def create_document(
     session.add(document)
     await session.flush()
     return document
+
+
+async def _check_user_limits(
+    session: AsyncSession, *, owner: User, settings: KnowledgeBaseSettings
+) -> None:
+    """Refuse a document past the owner's limits (counted in PostgreSQL, under a lock per owner
+    until the request commits, so concurrent requests on any replica count each other)."""
+    await session.execute(LOCK_OWNER_DOCUMENTS, {"key": f"documents:{owner.id}"})
+    held = (await session.execute(OWNER_DOCUMENTS, {"owner_id": owner.id})).one()
+    if held.documents >= settings.max_documents_per_user:
+        raise DocumentLimitReached(
+            f"You have {held.documents} documents; the limit is "
+            f"{settings.max_documents_per_user} (MAX_DOCUMENTS_PER_USER)"
+        )
+    if held.chunks >= settings.max_chunks_per_user:
+        raise DocumentLimitReached(
+            f"Your documents hold {held.chunks} chunks; the limit is "
+            f"{settings.max_chunks_per_user} (MAX_CHUNKS_PER_USER)"
+        )
+    if held.queued >= settings.max_queued_documents_per_user:
+        raise TooManyQueuedDocuments(held.queued, settings.max_queued_documents_per_user)
+
+
+LOCK_OWNER_DOCUMENTS = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+OWNER_DOCUMENTS = text(
+    """
+    SELECT count(*) AS documents, coalesce(sum(d.chunk_count), 0) AS chunks,
+        count(*) FILTER (WHERE d.status IN ('pending', 'processing')) AS queued
+    FROM documents d JOIN knowledge_bases kb ON kb.id = d.knowledge_base_id
+    WHERE kb.owner_id = :owner_id
+    """
+)
 
 
 async def get_document(session: AsyncSession, *, kb: KnowledgeBase, doc_id: uuid.UUID) -> Document:
@@ -237,7 +275,14 @@ async def search(
     them returned, scored by it.
     """
     wanted = top_k if reranker is None else max(top_k, settings.rerank_candidates)
+    limit = settings.search_concurrency_per_user
+    if _running.get(kb.owner_id, 0) >= limit:
+        raise TooManySearches(limit)
+    _running[kb.owner_id] = _running.get(kb.owner_id, 0) + 1
     try:
+        await session.execute(
+            SEARCH_TIMEOUT, {"ms": str(int(settings.search_timeout_seconds * 1000))}
+        )
         found = await _search(
             session,
             kb=kb,
@@ -250,11 +295,27 @@ async def search(
     except DBAPIError as exc:
         if "different vector dimensions" in str(exc.orig):
             raise EmbeddingModelChanged() from None
+        if "statement timeout" in str(exc.orig):
+            raise SearchTimedOut(settings.search_timeout_seconds) from None
         raise
+    finally:
+        with contextlib.suppress(DBAPIError):  # a transaction the error aborted ends anyway
+            await session.execute(NO_SEARCH_TIMEOUT)
+        _running[kb.owner_id] -= 1
+        if not _running[kb.owner_id]:
+            del _running[kb.owner_id]
     if reranker is None:
         return found
     await release_connection(session)  # the reranker's round trip needs no connection
     return await reranker.rerank(query, found, top_k)
+
+
+# Searches running in this process, per owner (SEARCH_CONCURRENCY_PER_USER holds per replica).
+_running: dict[uuid.UUID, int] = {}
+# The search's statements stop after SEARCH_TIMEOUT_SECONDS; the connection (a read session's,
+# autocommit, pooled) gets the server's default back after.
+SEARCH_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, false)")
+NO_SEARCH_TIMEOUT = text("RESET statement_timeout")
 
 
 async def _search(

@@ -66,6 +66,15 @@ class KnowledgeBaseSettings(AppSettings):
     ingestion_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     # A claim not renewed for this long is taken over (its worker died); renewed while it works.
     ingestion_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # Per user, over all their knowledge bases (in PostgreSQL, so every replica counts the same):
+    # adding a document past these answers 413 (documents, chunks) or 429 (queued).
+    max_documents_per_user: int = Field(default=10_000, ge=1)
+    max_chunks_per_user: int = Field(default=1_000_000, ge=1)
+    max_queued_documents_per_user: int = Field(default=1_000, ge=1)
+    # A search stops after this (503 with Retry-After), and a user runs at most this many at
+    # once on each replica (429): one user's heavy queries cannot take the pool from the rest.
+    search_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    search_concurrency_per_user: int = Field(default=4, ge=1, le=100)
     # Knowledge bases up to this many chunks are searched exactly; larger ones use HNSW.
     search_exact_max_chunks: int = Field(default=10_000, ge=0)
     # 200 with the index's ef_construction=200: recall@10 0.999 at p50 9-10 ms for a 50,000-chunk

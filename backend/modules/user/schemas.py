@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
 )
@@ -23,6 +24,8 @@ from backend.core.schemas import InputModel
 _EMAIL = re.compile(r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
 # Categories that never belong in a name people type: controls, format characters (zero-width
 # spaces and joiners, bidirectional overrides), private use, surrogates, unassigned.
+# A domain's label: letters (any script) and digits, hyphens inside, at most 63.
+_DOMAIN_LABEL = re.compile(r"^[^\W_](?:[\w-]{0,61}[^\W_])?$")
 _INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn"}
 # Scripts with letters that look like Latin ones ("paypal" with a Cyrillic "a" in it).
 _LOOKALIKE_SCRIPTS = {"CYRILLIC", "GREEK"}
@@ -48,7 +51,10 @@ def _check_email(value: str) -> str:
     if not _EMAIL.match(value):
         raise ValueError("not a valid email address")
     local, domain = value.rsplit("@", 1)
-    for part in (local, *domain.split(".")):
+    labels = domain.split(".")
+    if not all(_DOMAIN_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(f"not a valid email address: {domain!r} is not a domain name")
+    for part in (local, *labels):
         scripts = _scripts(part)
         if "LATIN" in scripts and scripts & _LOOKALIKE_SCRIPTS:
             raise ValueError(
@@ -118,5 +124,6 @@ class Token(BaseModel):
 class UserAdminUpdate(InputModel):
     """What a superuser may change on another account."""
 
-    is_active: bool | None = None
-    is_superuser: bool | None = None
+    # Strict: `0`, `"yes"` are not booleans (a typed client never sends them).
+    is_active: StrictBool | None = None
+    is_superuser: StrictBool | None = None
