@@ -83,6 +83,17 @@ class Unavailable(AppError):
         self.headers = {"Retry-After": str(self.retry_after)}
 
 
+class TooManyRequests(AppError):
+    """The client is over a limit: it may retry after `Retry-After` seconds."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    detail = "Too many requests; retry later"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class StorageFull(AppError):
     status_code = status.HTTP_507_INSUFFICIENT_STORAGE
     detail = "The server has no space left to store this; nothing was kept"

@@ -30,7 +30,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_head()
+        self._start_timer()  # a connection that never sends a byte is timed out too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -46,8 +46,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+        self._start_timer()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -63,10 +62,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._head_bytes = 0
             self._in_head = True
 
-    def _await_head(self) -> None:
-        self._head_bytes = 0
-        self._in_head = True
-        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+    def _start_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -16,7 +16,7 @@ from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
 from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.ingestion import Ingestion, Worker
-from backend.modules.knowledge_base.isolation import Limits, Parsers
+from backend.modules.knowledge_base.isolation import Parsers
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
@@ -34,14 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reranker = Reranker.from_settings(settings)
     if reranker is not None:
         state.provide(Reranker, reranker)
-    parsers = Parsers(
-        Limits(
-            timeout=settings.parse_timeout_seconds,
-            memory_mb=settings.parse_memory_mb,
-            max_pages=settings.max_document_pages,
-            max_chars=settings.max_document_chars,
-        )
-    )
+    parsers = Parsers(settings)
     ingestion = Ingestion(
         state.get(Database),
         embedder=embedder,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import status
 
-from backend.core.errors import AppError, NotFound, Unavailable
+from backend.core.errors import AppError, NotFound, TooManyRequests, Unavailable
 
 
 class KnowledgeBaseNotFound(NotFound):
@@ -53,39 +53,36 @@ class EmbeddingModelChanged(Unavailable):
     retry_after = 5
 
 
-class TooManySearches(AppError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-
+class TooManySearches(TooManyRequests):
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"You have {limit} searches running (SEARCH_CONCURRENCY_PER_USER): retry when one ends"
+            f"You have {limit} searches running (SEARCH_CONCURRENCY_PER_USER): retry when one ends",
+            retry_after=1,
         )
-        self.headers = {"Retry-After": "1"}
 
 
-class SearchTimedOut(AppError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
+class SearchTimedOut(Unavailable):
     def __init__(self, seconds: float) -> None:
         super().__init__(
             f"The search took longer than {seconds:g} s (SEARCH_TIMEOUT_SECONDS) and was stopped: "
             f"retry, or use fewer or rarer words"
         )
-        self.headers = {"Retry-After": "1"}
 
 
 class DocumentLimitReached(AppError):
-    """Per-user limits on what the knowledge bases hold and queue."""
+    """Per-user limits on what the knowledge bases hold."""
 
     status_code = status.HTTP_413_CONTENT_TOO_LARGE
 
 
-class TooManyQueuedDocuments(AppError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-
+class TooManyQueuedDocuments(TooManyRequests):
     def __init__(self, queued: int, limit: int) -> None:
         super().__init__(
             f"You have {queued} documents waiting to be processed; the limit is {limit} "
-            f"(MAX_QUEUED_DOCUMENTS_PER_USER): add more when some are ready"
+            f"(MAX_QUEUED_DOCUMENTS_PER_USER): add more when some are ready",
+            retry_after=10,
         )
-        self.headers = {"Retry-After": "10"}
+
+
+class ParserUnavailable(Unavailable):
+    """No parser process could be started: the document is tried again later."""

@@ -6,15 +6,15 @@ stalls the event loop that serves the API or the worker's probes; a parse that i
 gigabytes takes the whole process down. So each parse runs in a child process that:
 
 - answers within PARSE_TIMEOUT_SECONDS, or is killed and the document fails with that reason;
-- may address at most PARSE_MEMORY_MB (Linux and macOS: `RLIMIT_AS`): past it the parse fails
-  with a MemoryError, and if the kernel kills the child instead, the document fails, never the
-  worker;
+- may take at most PARSE_MEMORY_MB more address space than it starts with (Linux: `RLIMIT_AS`):
+  past it the parse fails, and if the kernel kills the child instead, the document fails, never
+  the worker;
 - is killed when the parse is cancelled (its document or knowledge base was deleted, the worker
   is stopping);
 - is replaced after a large document, so memory returns to where it was.
 
 A child is `python -m backend.modules.knowledge_base.isolation`: a new interpreter that imports
-only the parsers (no fork of a process with an event loop and threads; the same on Windows),
+the parsers, not the app (no fork of a process with an event loop and threads; the same on Windows),
 talking over `multiprocessing.connection` with a one-time key. Children are reused between small
 documents: starting one costs about half a second of imports.
 """
@@ -23,36 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
-from fastapi import status
-
-from backend.core.errors import AppError
+from backend.modules.knowledge_base.exceptions import ParserUnavailable
 from backend.modules.knowledge_base.parsing import Kind, Section, UnreadableDocument, parse
-
-log = logging.getLogger("backend.ingestion")
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 # A child that read a file larger than this, or returned more text, is not reused.
 RECYCLE_BYTES = 1024 * 1024
-
-
-class ParserUnavailable(AppError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout: float
-    memory_mb: int
-    max_pages: int
-    max_chars: int
 
 
 def main() -> None:
@@ -142,28 +125,28 @@ class _Child:
 class Parsers:
     """A few parse children, started on demand and reused while they stay small."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, settings: KnowledgeBaseSettings) -> None:
+        self.settings = settings
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
 
     async def parse(self, kind: Kind, raw: bytes) -> list[Section]:
         """The file's sections (as `parsing.parse`), or `UnreadableDocument` with the reason:
         unreadable, too slow, too much memory, or the parser crashed."""
-        limits = self.limits
+        settings = self.settings
+        timeout, memory_mb = settings.parse_timeout_seconds, settings.parse_memory_mb
         loop = asyncio.get_running_loop()
         if self._idle:
             child = self._idle.pop()
         else:
             try:
-                child = await loop.run_in_executor(None, _Child, limits.memory_mb)
+                child = await loop.run_in_executor(None, _Child, memory_mb)
             except (EOFError, OSError) as exc:  # no process, no parse: worth another attempt
                 raise ParserUnavailable(f"The parser process could not start ({exc})") from None
         self._busy.add(child)
-        keep = False
-        job = (kind, raw, limits.max_pages, limits.max_chars)
+        job = (kind, raw, settings.max_document_pages, settings.max_document_chars)
         try:
-            answer = await loop.run_in_executor(None, child.exchange, job, limits.timeout)
+            answer = await loop.run_in_executor(None, child.exchange, job, timeout)
         except (EOFError, OSError):  # the child died
             code = await loop.run_in_executor(None, child.reap)
             raise UnreadableDocument(_crash_reason(code)) from None
@@ -172,29 +155,28 @@ class Parsers:
             raise
         finally:
             self._busy.discard(child)
-        try:
-            if answer is None:
-                raise UnreadableDocument(
-                    f"Reading the {kind} file took longer than {limits.timeout:g} s "
-                    f"(PARSE_TIMEOUT_SECONDS): it was stopped"
-                )
-            status, value = answer
-            if status == "unreadable":
-                raise UnreadableDocument(value)
-            if status == "memory":
-                raise UnreadableDocument(
-                    f"Reading the {kind} file needs more than {limits.memory_mb} MB "
-                    f"(PARSE_MEMORY_MB)"
-                )
-            sections: list[Section] = value
-            text = sum(len(section.text) for section in sections)
-            keep = len(raw) <= RECYCLE_BYTES and text <= RECYCLE_BYTES
-            return sections
-        finally:
-            if keep and len(self._idle) < 8:
-                self._idle.append(child)
-            else:
-                child.kill()
+        if answer is None:  # still parsing
+            child.kill()
+            raise UnreadableDocument(
+                f"Reading the {kind} file took longer than {timeout:g} s "
+                f"(PARSE_TIMEOUT_SECONDS): it was stopped"
+            )
+        outcome, value = answer
+        large = len(raw) > RECYCLE_BYTES or (
+            outcome == "ok" and sum(len(section.text) for section in value) > RECYCLE_BYTES
+        )
+        if outcome == "memory" or large:
+            child.kill()  # its memory goes back to the system with it
+        else:
+            self._idle.append(child)
+        if outcome == "unreadable":
+            raise UnreadableDocument(value)
+        if outcome == "memory":
+            raise UnreadableDocument(
+                f"Reading the {kind} file needs more than {memory_mb} MB (PARSE_MEMORY_MB)"
+            )
+        sections: list[Section] = value
+        return sections
 
     def close(self) -> None:
         """Stop every child (those in a parse too: their parse ends with EOFError)."""
