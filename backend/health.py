@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.state import ReadinessChecks, app_state
 from backend.db.migrations import head_revisions, known_revisions
 from backend.db.session import database
 
@@ -44,7 +45,8 @@ async def healthz() -> Liveness:
     responses={503: {"model": Readiness, "description": "Database unreachable or behind head"}},
 )
 async def readyz(request: Request, response: Response) -> Readiness:
-    """Readiness: the database answers and its schema is at this code's Alembic head.
+    """Readiness: the database answers, its schema is at this code's Alembic head, and what
+    the modules check answers too (the file storage: its bucket or directory).
 
     A database *ahead* of this code (a newer release already migrated it during a rolling
     update) counts as ready, so the old replicas keep serving until the new ones are up.
@@ -60,9 +62,25 @@ async def readyz(request: Request, response: Response) -> Readiness:
         return Readiness(status="not ready", reason=f"database unreachable ({reason})", head=head)
 
     readiness = assess(current, head, known_revisions())
+    if readiness.status == "ready":
+        failure = await _failed_check(app_state(request.app).get(ReadinessChecks))
+        if failure is not None:
+            readiness = Readiness(status="not ready", reason=failure, current=current, head=head)
     if readiness.status != "ready":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return readiness
+
+
+async def _failed_check(checks: ReadinessChecks) -> str | None:
+    """The first module check that fails, as "<name>: <what is wrong>"."""
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), READY_CHECK_TIMEOUT)
+        except TimeoutError:
+            return f"{name}: no answer within {READY_CHECK_TIMEOUT:g} s"
+        except Exception as exc:
+            return f"{name}: {exc}"
+    return None
 
 
 def assess(current: list[str] | None, head: list[str], known: frozenset[str]) -> Readiness:

@@ -1,5 +1,5 @@
 """`python -m backend.worker`: the ingestion worker as its own process (production: a second
-Deployment of the same image, `INGESTION_IN_PROCESS=false` on the API's).
+Deployment of the same image, `BACKGROUND_IN_PROCESS=false` on the API's).
 
 It starts what ingestion needs (the database, the file storage, the embedder) as the API does,
 runs INGESTION_CONCURRENCY documents at a time, and serves its probes on WORKER_HOST:WORKER_PORT
@@ -22,12 +22,12 @@ from pydantic import BaseModel
 from backend import health
 from backend.core import http
 from backend.core.app import app_or_exit, new_app
+from backend.core.config import Settings
 from backend.core.state import app_state
 from backend.db.session import database_lifespan
 from backend.modules.file import router as file
 from backend.modules.knowledge_base import router as knowledge_base
 from backend.modules.knowledge_base.ingestion import Worker
-from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 
 class WorkerHealth(BaseModel):
@@ -38,7 +38,7 @@ class WorkerHealth(BaseModel):
 
 def create_worker_app() -> FastAPI:
     """The modules' start-up (storage, embedder, the worker itself) and two probes; no API."""
-    app = new_app([KnowledgeBaseSettings(ingestion_in_process=True)], lifespan=database_lifespan)
+    app = new_app([Settings(background_in_process=True)], lifespan=database_lifespan)
     for module in (file.router, knowledge_base.router):
         app.include_router(APIRouter(lifespan=module.lifespan_context))
 

@@ -98,7 +98,7 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
             *configured(
                 database_url=dsn(url),
                 embedding_provider=embedder,
-                ingestion_in_process=False,
+                background_in_process=False,
                 # One user loads a whole corpus at once.
                 max_queued_documents_per_user=10_000_000,
                 max_documents_per_user=10_000_000,

@@ -171,7 +171,7 @@ async def app(
         **{
             "database_url": db.sync_url(app_db),
             "max_upload_bytes": UPLOAD_LIMIT,
-            "ingestion_in_process": False,  # tests/support/ingest.py runs it
+            "background_in_process": False,  # tests/support/ingest.py runs it
             **storage_settings,
             **(marker.kwargs if marker else {}),
         }

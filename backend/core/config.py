@@ -138,6 +138,11 @@ class Settings(AppSettings):
     # None by default: a browser app on another origin is refused until listed here.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # The modules' background work (ingestion, the orphan-blob cleanup) runs in this process
+    # (the default: a laptop needs nothing else), or, false, where `python -m backend.worker`
+    # runs (production: the API's pods serve requests only).
+    background_in_process: bool = True
+
     # A request body (JSON) above this is refused with 413; a route that streams its body
     # sets its own limit (uploads: MAX_UPLOAD_BYTES).
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

@@ -23,6 +23,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from backend.core.logs import REQUEST_ID_HEADER
 
@@ -209,11 +211,24 @@ async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResp
     return await _unexpected_error_handler(request, exc)
 
 
+def _from_driver(exc: BaseException) -> bool:
+    """Whether the database driver raised `exc` (a storage error is an OSError too)."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """The database is down, restarting or refused the connection (not a bad query)."""
     if isinstance(exc, OSError):
-        # What asyncpg raises when it cannot connect at all.
-        return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+        # What asyncpg raises when it cannot connect at all; over a unix socket a stopped
+        # server is a missing file (FileNotFoundError), so any OSError the driver raised counts.
+        return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror) or _from_driver(
+            exc
+        )
     if isinstance(exc, DBAPIError):
         code = str(getattr(exc.orig, "sqlstate", "") or "")
         return (
@@ -249,6 +264,16 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
     return await _unexpected_error_handler(request, exc)
 
 
+# nginx's "client closed request": what the access log and the metrics say of a request whose
+# client left before its body was read (nobody receives the response).
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client went away mid-body (a cancelled upload): not a server error, no traceback."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error", "internal_error")
@@ -272,5 +297,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(PoolTimeout, _database_error_handler)
     app.add_exception_handler(OSError, _database_error_handler)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect_handler)
     # Exception: Starlette's outermost middleware calls it, so even a crash is JSON.
     app.add_exception_handler(Exception, _crash_handler)

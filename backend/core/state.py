@@ -19,9 +19,16 @@ from backend.core.config import AppSettings, settings_classes
 T = TypeVar("T")
 
 
+class ReadinessChecks(dict[str, Callable[[], Awaitable[None]]]):
+    """What `/readyz` checks after the database, by name: a module's lifespan adds what it
+    cannot serve without (`"file storage"`). A check raises, with a message saying what is
+    wrong, when the part is not usable."""
+
+
 class AppState:
     def __init__(self, settings: Iterable[AppSettings] = ()) -> None:
         self._items: dict[type, object] = {type(value): value for value in settings}
+        self._items[ReadinessChecks] = ReadinessChecks()
 
     def load_settings(self) -> None:
         """Read every settings class not given to the constructor (`SettingsError` if bad)."""

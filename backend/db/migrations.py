@@ -175,6 +175,12 @@ def describe_failure(
             f"{detail} on {where}: create it first (`CREATE DATABASE {url.database};` or "
             f"`createdb {url.database}`), or fix the name in DATABASE_URL."
         )
+    if "DROP EXTENSION" in statement.upper() and code == INSUFFICIENT_PRIVILEGE:
+        return (
+            f"the role {url.username!r} may not drop an extension it does not own ({detail}). "
+            f"The downgrade stopped and its revision was rolled back; leave the extension, or "
+            f"have its owner (the DBA) drop it, and write the revision's downgrade to skip it."
+        )
     if "EXTENSION" in statement.upper() and code == INSUFFICIENT_PRIVILEGE:
         return (
             f"the role {url.username!r} may not create the pgvector extension ({detail}). "

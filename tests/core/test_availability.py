@@ -120,6 +120,65 @@ async def test_a_stalled_upload_is_cut_off_and_leaves_nothing(
     assert rows == [(0,)]
 
 
+async def test_a_client_leaving_mid_upload_is_a_499_with_no_traceback(
+    migrated_db: URL, tmp_path: Path
+) -> None:
+    storage = tmp_path / "files"
+    async with uvicorn_process(migrated_db, storage) as (base, _):
+        auth = await account(base, "leaver")
+        host, port = base.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        writer.write(
+            f"POST {API}/files HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: {auth['Authorization']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            "Content-Length: 1000000\r\n\r\n".encode()
+            + head
+            + b"x" * 50_000
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()  # gone, 950 KB short
+        async with httpx.AsyncClient(base_url=base) as client:
+            async with asyncio.timeout(20):
+                metrics = ""
+                while 'route="/api/v1/files"' not in metrics:
+                    metrics = (await client.get("/metrics")).text
+                    await asyncio.sleep(0.1)
+        log = (tmp_path / f"uvicorn-{port}.log").read_text()
+
+    counted = [line for line in metrics.splitlines() if line.startswith("http_requests_total")]
+    assert any('route="/api/v1/files",status="499"' in line for line in counted), counted
+    assert not any('status="500"' in line for line in counted), counted
+    assert "POST /api/v1/files 499" in log
+    assert "Traceback" not in log
+    assert files_in(storage) == []
+    assert await db.fetch_all(migrated_db, "SELECT count(*) FROM files") == [(0,)]
+
+
+async def test_a_database_socket_that_is_gone_is_503(tmp_path: Path) -> None:
+    """A stopped PostgreSQL on a unix socket: its socket file is missing, not refused."""
+    gone = URL.create("postgresql+asyncpg", username="app", database="app").set(
+        query={"host": str(tmp_path / "no-postgres-here")}
+    )
+    async with (
+        uvicorn_server(gone, tmp_path / "files") as base,
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        login = await client.post(f"{API}/auth/token", data={"username": "a", "password": "b"})
+        ready = await client.get("/readyz")
+
+    assert login.status_code == 503, login.text
+    assert login.json()["code"] == "database_unavailable"
+    assert login.headers["retry-after"] == "5"
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "database unreachable (FileNotFoundError)"
+
+
 async def test_an_exhausted_pool_answers_503_quickly(migrated_db: URL, tmp_path: Path) -> None:
     async with uvicorn_server(
         migrated_db, tmp_path / "files", DB_POOL_SIZE="1", DB_POOL_TIMEOUT="0.5"

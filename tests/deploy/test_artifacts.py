@@ -312,7 +312,7 @@ def test_compose_runs_db_then_migrate_then_api_and_worker() -> None:
     assert "--reload" in api["command"]
     assert "./backend:/app/backend:ro" in api["volumes"]
     # The worker ingests documents, so the API does not; it reads the API's uploads.
-    assert api["environment"]["INGESTION_IN_PROCESS"] == "false"
+    assert api["environment"]["BACKGROUND_IN_PROCESS"] == "false"
     assert worker["command"] == ["python", "-m", "backend.worker"]
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert set(api["volumes"]) & set(worker["volumes"]) >= {"files:/data/files"}

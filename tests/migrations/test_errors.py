@@ -77,6 +77,23 @@ async def test_a_role_that_cannot_create_the_extension_is_told_what_the_dba_runs
     assert await db.current_revisions(unprivileged_db) == set()
 
 
+async def test_a_role_that_does_not_own_the_extension_downgrades_to_base_leaving_it(
+    server: URL, unprivileged_db: URL
+) -> None:
+    """The DBA created `vector` (a superuser owns it); the app's role migrates up and down."""
+    await db.execute(server.set(database=unprivileged_db.database), "CREATE EXTENSION vector")
+    env = db.alembic_env(unprivileged_db)
+    up = await asyncio.to_thread(alembic, "upgrade", "head", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    down = await asyncio.to_thread(alembic, "downgrade", "base", env=env)
+
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert await db.current_revisions(unprivileged_db) == set()
+    assert await db.table_names(unprivileged_db) <= {"alembic_version"}
+    extensions = await db.fetch_all(unprivileged_db, "SELECT extname FROM pg_extension")
+    assert ("vector",) in extensions  # as the DBA left it
+
+
 async def test_two_heads_say_merge_and_a_merge_downgrades_by_name(
     migrated_db: URL, tmp_path: Path
 ) -> None:

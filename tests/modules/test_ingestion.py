@@ -198,7 +198,9 @@ async def test_a_document_can_be_deleted_while_a_remote_embedder_works_on_it(
     locks the document, so deleting the document meanwhile answers at once, and the worker then
     finds it gone. Committed transactions on a database of its own: a lock shows."""
     settings = configured(
-        database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path, ingestion_in_process=False
+        database_url=db.sync_url(migrated_db),
+        file_storage_dir=tmp_path,
+        background_in_process=False,
     )
     app = create_app(*settings)
     transport = httpx.ASGITransport(app=app)

@@ -160,7 +160,7 @@ async def test_a_parse_stops_when_its_document_is_deleted_and_its_lease_is_renew
     storage = tmp_path / "f"
     worker_settings = {"INGESTION_LEASE_SECONDS": "2", "INGESTION_CONCURRENCY": "2"}
     async with (
-        uvicorn_server(migrated_db, storage, INGESTION_IN_PROCESS="false") as base,
+        uvicorn_server(migrated_db, storage, BACKGROUND_IN_PROCESS="false") as base,
         worker_process(migrated_db, storage, **worker_settings) as (_, worker),
         httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client,
     ):
@@ -187,7 +187,7 @@ async def test_a_document_that_keeps_killing_its_worker_fails_after_its_attempts
     storage = tmp_path / "f"
     worker_settings = {"INGESTION_LEASE_SECONDS": "1", "INGESTION_MAX_ATTEMPTS": "2"}
     async with (
-        uvicorn_server(migrated_db, storage, INGESTION_IN_PROCESS="false") as base,
+        uvicorn_server(migrated_db, storage, BACKGROUND_IN_PROCESS="false") as base,
         httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client,
     ):
         auth = await account(client, "poisoner")
@@ -215,7 +215,7 @@ async def test_a_file_that_inflates_in_memory_fails_and_the_worker_stays_small(
     storage = tmp_path / "f"
     docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     async with (
-        uvicorn_server(migrated_db, storage, INGESTION_IN_PROCESS="false") as base,
+        uvicorn_server(migrated_db, storage, BACKGROUND_IN_PROCESS="false") as base,
         worker_process(migrated_db, storage) as (probes, worker),
         httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client,
     ):

@@ -47,10 +47,11 @@ def rclone() -> str:
 
 
 @contextmanager
-def s3_server(root: Path) -> Iterator[S3Server]:
-    """`rclone serve s3` on a free loopback port, serving `root` (one bucket made in it)."""
+def s3_server(root: Path, port: int | None = None) -> Iterator[S3Server]:
+    """`rclone serve s3` on `port` (a free one by default) of loopback, serving `root` (one
+    bucket made in it); started again with the same two, it is the same store back up."""
     (root / BUCKET).mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = (root.parent / "rclone.log").open("ab")
     process = subprocess.Popen(
         [

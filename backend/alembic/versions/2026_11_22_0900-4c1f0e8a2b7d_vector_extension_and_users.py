@@ -43,4 +43,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("users")
-    op.execute("DROP EXTENSION IF EXISTS vector")
+    # Dropped only by a role that may (its owner, a superuser): an extension a DBA created for
+    # this database stays, as it was before the first upgrade.
+    op.execute(
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_extension WHERE extname = 'vector' "
+        "AND pg_has_role(extowner, 'USAGE')) THEN DROP EXTENSION vector; END IF; END $$"
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,11 +8,13 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from backend.core.config import Settings
 from backend.core.errors import raises
 from backend.core.limits import set_body_limit
-from backend.core.state import app_state, provided
-from backend.db.session import ReadSessionDep, release_connection
+from backend.core.state import ReadinessChecks, app_state, provided
+from backend.db.session import Database, ReadSessionDep, release_connection
 from backend.modules.file import service
+from backend.modules.file.cleanup import run_periodically
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.models import File
 from backend.modules.file.settings import FileSettings, FileSettingsDep
@@ -21,11 +24,26 @@ from backend.modules.user.dependencies import CurrentUser
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The module's start-up: the blob storage its handlers (and other modules) use."""
+    """The module's start-up: the blob storage its handlers (and other modules) use, checked
+    by /readyz; where background work runs, the periodic orphan cleanup."""
     state = app_state(app)
-    state.provide(Storage, make_storage(state.get(FileSettings)))
-    yield
-    state.remove(Storage)
+    settings = state.get(FileSettings)
+    storage = make_storage(settings)
+    state.provide(Storage, storage)
+    checks = state.get(ReadinessChecks)
+    checks["file storage"] = storage.check
+    cleanup = None
+    if state.get(Settings).background_in_process and settings.file_cleanup_seconds:
+        work = run_periodically(state.get(Database), storage, settings)
+        cleanup = asyncio.create_task(work, name="orphan-cleanup")
+    try:
+        yield
+    finally:
+        if cleanup is not None:
+            cleanup.cancel()
+            await asyncio.gather(cleanup, return_exceptions=True)
+        checks.pop("file storage", None)
+        state.remove(Storage)
 
 
 StorageDep = Annotated[Storage, Depends(provided(Storage))]

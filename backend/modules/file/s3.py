@@ -8,7 +8,7 @@ IRSA gives it, EKS Pod Identity, instance metadata) built in. The bench measures
 
 from __future__ import annotations
 
-import contextlib
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -33,6 +33,23 @@ from backend.modules.file.storage import (
 # S3's smallest part is 5 MiB. An upload holds at most (PARTS_IN_FLIGHT + 1) parts in memory.
 PART_SIZE = 5 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
+
+
+# Listed by the readiness check; never a blob key (those are 32 hex digits).
+READINESS_PREFIX = "readyz-probe/"
+# The S3 error's own code and message in the body obstore quotes (SignatureDoesNotMatch, ...).
+_S3_ERROR = re.compile(r"<Code>([^<]{1,100})</Code>\s*<Message>([^<]{0,300})</Message>")
+
+
+def cause(exc: BaseException) -> str:
+    """One line saying why the store refused: obstore's first line, and S3's error code."""
+    text = str(exc)
+    line = text.split("\n", 1)[0].strip()
+    line = re.sub(r" - Server returned non-2xx status code: (\d+ [A-Za-z ]+):.*", r": \1", line)
+    found = _S3_ERROR.search(text)
+    if found:
+        line += f" ({found[1]}: {found[2].strip()})"
+    return f"object store: {line}"
 
 
 class S3Storage:
@@ -114,9 +131,20 @@ class S3Storage:
         return await obstore.sign_async(self.store, "GET", valid_key(key), self.presign_for)
 
     async def delete(self, key: str) -> None:
-        # Some stores answer 404 for a missing object: deleting one is not an error here.
-        with contextlib.suppress(FileNotFoundError):
+        try:
             await obstore.delete_async(self.store, valid_key(key))
+        except FileNotFoundError:
+            pass  # some stores answer 404 for a missing object: not an error here
+        except (BaseError, OSError) as exc:
+            raise StorageError(cause(exc)) from exc
+
+    async def check(self) -> None:
+        # A listing under a prefix no blob has: one request that a wrong key, a missing bucket
+        # or a store that is down all fail (a HEAD of a missing object would pass on the last).
+        try:
+            await obstore.list_with_delimiter_async(self.store, prefix=READINESS_PREFIX)
+        except (BaseError, OSError) as exc:
+            raise StorageError(cause(exc)) from exc
 
     async def keys_older_than(self, cutoff: datetime) -> list[str]:
         keys = []

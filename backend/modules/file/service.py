@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import Storage, StorageError, TooLarge
 from backend.modules.file.upload import IncomingFile
 from backend.modules.user.models import User
+
+logger = logging.getLogger(__name__)
 
 
 def download_headers(filename: str, content_type: str) -> dict[str, str]:
@@ -70,8 +73,9 @@ async def create(
             raise QuotaExceeded(quota, used) from None
         raise FileTooLarge(max_size) from None
     except StorageError as exc:
+        logger.error("file storage could not keep an upload: %s", exc)
         raise (StorageFull() if exc.no_space else StorageUnavailable()) from None
-    after_rollback(session, lambda: storage.delete(blob.key))
+    after_rollback(session, lambda: remove_blobs(storage, [blob.key]))
     if quota:
         await session.execute(select(User.id).where(User.id == owner.id).with_for_update())
         used = await usage(session, owner=owner)
@@ -115,7 +119,8 @@ async def open_content(*, file: File, storage: Storage) -> AsyncIterator[bytes]:
     """The file's bytes, opened before any is sent: 503 if the storage cannot serve them."""
     try:
         return await storage.open(file.storage_key)
-    except StorageError:
+    except StorageError as exc:
+        logger.error("file storage could not read blob %s: %s", file.storage_key, exc)
         raise StorageUnavailable("File storage could not be read. Retry shortly.") from None
 
 
@@ -132,19 +137,34 @@ async def delete(session: AsyncSession, *, file: File, storage: Storage) -> None
     """
     key = file.storage_key
     await session.execute(sa_delete(File).where(File.id == file.id))
-    after_commit(session, lambda: storage.delete(key))
+    after_commit(session, lambda: remove_blobs(storage, [key]))
 
 
 async def delete_all(session: AsyncSession, *, owner: User, storage: Storage) -> None:
     """Delete every file of `owner`: rows now, blobs once that is committed."""
     keys = (await session.scalars(select(File.storage_key).where(File.owner_id == owner.id))).all()
     await session.execute(sa_delete(File).where(File.owner_id == owner.id))
+    after_commit(session, lambda: remove_blobs(storage, keys))
 
-    async def remove_blobs() -> None:
-        for key in keys:
+
+async def remove_blobs(storage: Storage, keys: Sequence[str]) -> None:
+    """Delete blobs whose rows are gone; those the storage refuses are left to the orphan
+    cleanup (its next run after the storage answers again), and said so in the log."""
+    left: Sequence[str] = ()
+    for key in keys:
+        try:
             await storage.delete(key)
-
-    after_commit(session, remove_blobs)
+        except StorageError as exc:
+            if not left:
+                logger.error("file storage could not delete blob %s: %s", key, exc)
+            left = (*left, key)
+    if left:
+        logger.warning(
+            "%d deleted file(s) left their blob in storage (first: %s); the orphan cleanup "
+            "removes them on its first run after the storage answers (FILE_CLEANUP_SECONDS)",
+            len(left),
+            left[0],
+        )
 
 
 async def cleanup_orphans(

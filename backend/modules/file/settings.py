@@ -32,6 +32,13 @@ class FileSettings(AppSettings):
     # Bytes of files each user may keep (0 = no quota).
     storage_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
 
+    # Blobs no row points to (a crash between blob and row, a delete the storage refused) are
+    # removed every this many seconds where background work runs (BACKGROUND_IN_PROCESS, the
+    # worker); 0: never (`python -m backend.modules.file.cleanup` runs it once). Only blobs
+    # older than FILE_ORPHAN_MIN_AGE_SECONDS: younger ones may be uploads in flight.
+    file_cleanup_seconds: float = Field(default=3600, ge=0)
+    file_orphan_min_age_seconds: float = Field(default=3600, ge=1)
+
     @model_validator(mode="after")
     def _bucket_named(self) -> Self:
         if self.storage_backend == "s3" and not self.s3_bucket.strip():

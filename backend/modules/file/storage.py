@@ -66,7 +66,12 @@ class Storage(Protocol):
         ...
 
     async def delete(self, key: str) -> None:
-        """Remove the blob; a missing one is not an error (deletes are retried)."""
+        """Remove the blob; a missing one is not an error (deletes are retried). Raises
+        `StorageError` when the storage cannot be reached."""
+        ...
+
+    async def check(self) -> None:
+        """Raise `StorageError`, saying why, unless blobs can be kept and read (for /readyz)."""
         ...
 
     async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
@@ -176,7 +181,21 @@ class LocalStorage:
         return None
 
     async def delete(self, key: str) -> None:
-        await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        try:
+            await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        except OSError as exc:
+            raise StorageError.from_os_error(exc) from exc
+
+    async def check(self) -> None:
+        def writable() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not writable by this process", self.root)
+
+        try:
+            await to_thread.run_sync(writable)
+        except OSError as exc:
+            raise StorageError.from_os_error(exc) from exc
 
     async def keys_older_than(self, cutoff: datetime) -> list[str]:
         def scan() -> list[str]:

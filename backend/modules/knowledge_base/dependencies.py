@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from backend.core.config import Settings
 from backend.core.errors import raises
 from backend.core.state import app_state, provided
 from backend.db.session import Database, ReadSessionDep, SessionDep, release_connection
@@ -44,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     state.provide(Ingestion, ingestion)
     worker = None
-    if settings.ingestion_in_process:
+    if state.get(Settings).background_in_process:
         running = Worker(
             ingestion,
             concurrency=settings.ingestion_concurrency,

@@ -58,9 +58,6 @@ class KnowledgeBaseSettings(AppSettings):
     rerank_api_key: SecretStr | None = None
     rerank_timeout: float = Field(default=10.0, gt=0)
     rerank_candidates: int = Field(default=20, ge=1, le=200)
-    # Ingestion: a worker in the API process (the default: a laptop needs nothing else), or
-    # off when workers run as their own command (`python -m backend.worker`, production).
-    ingestion_in_process: bool = True
     ingestion_concurrency: int = Field(default=2, ge=1, le=64)
     ingestion_max_attempts: int = Field(default=5, ge=1, le=50)
     ingestion_poll_seconds: float = Field(default=0.5, gt=0, le=60)
