@@ -36,13 +36,6 @@ def main(argv: list[str]) -> int:
         )
         if migrate.returncode != 0:
             return migrate.returncode
-        # Chunks without a vector (a model change, an interrupted run): embedded before serving,
-        # a no-op when there are none. Its failure (a remote embedder down) does not stop serving.
-        subprocess.run(
-            [sys.executable, "-m", "backend.modules.knowledge_base.reembed"],
-            cwd=PROJECT_ROOT,
-            check=False,
-        )
         args = ["backend.main:app", "--host", "127.0.0.1", "--port", os.environ.get("PORT", "8000")]
         args += ["--http", http.PROTOCOL]
         args += ["--reload", "--reload-dir", str(PROJECT_ROOT / "backend"), *argv]

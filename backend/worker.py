@@ -1,12 +1,13 @@
-"""`python -m backend.worker`: the ingestion worker as its own process (production: a second
-Deployment of the same image, `BACKGROUND_IN_PROCESS=false` on the API's).
+"""`python -m backend.worker`: the modules' background work as its own process (production: a
+second Deployment of the same image, `BACKGROUND_IN_PROCESS=false` on the API's).
 
-It starts what ingestion needs (the database, the file storage, the embedder) as the API does,
-runs INGESTION_CONCURRENCY documents at a time, and serves its probes on WORKER_HOST:WORKER_PORT
-(127.0.0.1:8001; the Kubernetes manifest listens on 0.0.0.0):
-`/healthz` fails when the worker's loop has stopped turning, `/readyz` is the API's (the
-database answers, at this code's revision). SIGTERM stops claiming; documents in flight are
-handed back (`pending`) for another worker.
+It starts every module as the API does (their lifespans: the database, the storage, the
+embedder) with `BACKGROUND_IN_PROCESS=true`, so each module starts its background work here
+(ingestion, the orphan-blob cleanup), and serves probes on WORKER_HOST:WORKER_PORT
+(127.0.0.1:8001; the Kubernetes manifest listens on 0.0.0.0): `/healthz` fails when a
+background loop has stopped turning, `/readyz` is the API's (the database answers, at this
+code's revision, and what the modules check). SIGTERM stops the loops; ingestion hands the
+documents in flight back (`pending`) for another worker.
 """
 
 from __future__ import annotations
@@ -23,34 +24,41 @@ from backend import health
 from backend.core import http
 from backend.core.app import app_or_exit, new_app
 from backend.core.config import Settings
-from backend.core.state import app_state
+from backend.core.state import BackgroundLoops, app_state
 from backend.db.session import database_lifespan
-from backend.modules.file import router as file
-from backend.modules.knowledge_base import router as knowledge_base
-from backend.modules.knowledge_base.ingestion import Worker
+from backend.main import module_routers
+
+
+class LoopHealth(BaseModel):
+    processed: int
+    seconds_since_turn: float
 
 
 class WorkerHealth(BaseModel):
     status: str
-    processed: int
-    seconds_since_loop: float
+    loops: dict[str, LoopHealth]
 
 
 def create_worker_app() -> FastAPI:
-    """The modules' start-up (storage, embedder, the worker itself) and two probes; no API."""
+    """Every module's start-up and shutdown, and two probes; no API."""
+    routers = module_routers()
     app = new_app([Settings(background_in_process=True)], lifespan=database_lifespan)
-    for module in (file.router, knowledge_base.router):
+    for module in routers:
         app.include_router(APIRouter(lifespan=module.lifespan_context))
 
     @app.get("/healthz", response_model=WorkerHealth)
     async def healthz(request: Request, response: Response) -> WorkerHealth:
-        worker = app_state(request.app).get(Worker)
-        idle = time.monotonic() - worker.last_loop
-        stuck = idle > max(30.0, 10 * worker.poll)
+        now = time.monotonic()
+        loops = app_state(request.app).get(BackgroundLoops)
+        stuck = [name for name, loop in loops.items() if now - loop.last_turn > loop.stuck_after]
         if stuck:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return WorkerHealth(
-            status="stuck" if stuck else "ok", processed=worker.processed, seconds_since_loop=idle
+            status=f"stuck: {', '.join(stuck)}" if stuck else "ok",
+            loops={
+                name: LoopHealth(processed=loop.processed, seconds_since_turn=now - loop.last_turn)
+                for name, loop in loops.items()
+            },
         )
 
     app.add_api_route("/readyz", health.readyz, response_model=health.Readiness)

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import client
 from bench.load import Endpoint, wrk
+from bench.modules import mounted
 from bench.processes import (
     LOAD_CORE,
     SERVER_CORE,
@@ -29,32 +30,12 @@ from bench.processes import (
 from bench.seed import Seed
 from bench.sizes import Size
 
-SEARCH = "POST /api/v1/knowledge-bases/{id}/search"
-
 
 def endpoints(seed: Seed) -> list[Endpoint]:
-    auth = {"Authorization": f"Bearer {seed.token}"}
-    json = {**auth, "Content-Type": "application/json"}
-    # Vector search, as the baseline runs it (older rungs ignore the field; hybrid is the
-    # default since d3b8f2a61c47 and costs a keyword ranking more).
-    query = '{"query": "rollback a migration on a replica", "top_k": 5, "mode": "vector"}'
+    """The caller's own record, each module's endpoints (bench/modules/), the liveness probe."""
     return [
-        Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth),
-        Endpoint("GET /api/v1/files", "GET", "/api/v1/files", auth),
-        Endpoint(
-            f"{SEARCH} (exact, {seed.kb_chunks:,} chunks)",
-            "POST",
-            f"/api/v1/knowledge-bases/{seed.kb_id}/search",
-            json,
-            query,
-        ),
-        Endpoint(
-            f"{SEARCH} (HNSW index, {seed.large_kb_chunks:,} chunks)",
-            "POST",
-            f"/api/v1/knowledge-bases/{seed.large_kb_id}/search",
-            json,
-            query,
-        ),
+        Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", seed.auth),
+        *(endpoint for part in mounted().values() for endpoint in part.endpoints(seed)),
         Endpoint("GET /healthz", "GET", "/healthz", {}),
     ]
 

@@ -10,8 +10,6 @@ resident memory every second (all workers together).
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -19,62 +17,22 @@ from typing import Any
 
 from bench.client import closed_loop, no_collector_pauses
 from bench.load import Endpoint
+from bench.modules import Weighted, mounted
 from bench.processes import Server, start_server
 from bench.seed import Seed
 from bench.sizes import Size
 
 CONNECTIONS = 64
-BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
 
 
-def mix(seed: Seed) -> list[tuple[float, Endpoint | Callable[[], Endpoint]]]:
-    """(weight, request or a function making a fresh one) for each kind of request."""
-    auth = {"Authorization": f"Bearer {seed.token}"}
-    as_json = {**auth, "Content-Type": "application/json"}
-    counter = itertools.count()
-
-    def search(kb: str, name: str) -> Endpoint:
-        body = {"query": random.choice(QUERIES), "top_k": 5}
-        path = f"/api/v1/knowledge-bases/{kb}/search"
-        return Endpoint(name, "POST", path, as_json, json.dumps(body))
-
-    def upload() -> Endpoint:
-        n = next(counter)
-        content = f"mixed load file {n}\n" * 800  # ~16 kB
-        body = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="mixed-{n}.txt"\r\nContent-Type: text/plain\r\n\r\n'
-            f"{content}\r\n--{BOUNDARY}--\r\n"
-        )
-        headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-        return Endpoint("POST /api/v1/files", "POST", "/api/v1/files", headers, body)
-
-    def document() -> Endpoint:
-        n = next(counter)
-        text = " ".join(random.choice(QUERIES) for _ in range(60)) + f" (note {n})"
-        body = json.dumps({"title": f"note {n}", "text": text})
-        path = f"/api/v1/knowledge-bases/{seed.kb_id}/documents"
-        return Endpoint("POST .../documents (~4 kB)", "POST", path, as_json, body)
-
+def mix(seed: Seed) -> list[Weighted]:
+    """(weight, request or a function making a fresh one) for each kind of request: the
+    caller's own record, each module's share (bench/modules/), the liveness probe."""
     return [
-        (20, Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", auth)),
-        (20, Endpoint("GET /api/v1/files", "GET", "/api/v1/files", auth)),
-        (10, Endpoint("GET /api/v1/files/{id}", "GET", f"/api/v1/files/{seed.file_id}", auth)),
-        (25, lambda: search(seed.kb_id, "POST .../search (exact)")),
-        (10, lambda: search(seed.large_kb_id, "POST .../search (HNSW)")),
-        (8, upload),
-        (5, document),
+        (20, Endpoint("GET /api/v1/users/me", "GET", "/api/v1/users/me", seed.auth)),
+        *(kind for part in mounted().values() for kind in part.mix(seed)),
         (2, Endpoint("GET /healthz", "GET", "/healthz")),
     ]
-
-
-QUERIES = [
-    "rollback a migration on a replica",
-    "how do I deploy a schema upgrade",
-    "vector index search settings",
-    "database replica rollback",
-    "upgrade the deploy pipeline",
-]
 
 
 def picker(seed: Seed) -> Callable[[], Endpoint]:

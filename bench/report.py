@@ -13,20 +13,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from backend.modules.knowledge_base.models import EMBEDDING_DIM
-from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.api import DEFAULT_OBSERVABILITY
 
-PRODUCTION = KnowledgeBaseSettings.model_fields
 
-
-def as_in_production(m: dict[str, Any]) -> bool:
-    """The measurement taken with the app's default search settings."""
+def as_in_production(m: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """The measurement taken with the app's default search settings (`defaults`, as the vector
+    benchmark recorded them)."""
     return bool(
         m["path"] == "exact"
         or (
-            m["ef_search"] == PRODUCTION["search_ef_search"].default
-            and m["iterative_scan"] == PRODUCTION["search_iterative_scan"].default
+            m["ef_search"] == defaults["ef_search"]
+            and m["iterative_scan"] == defaults["iterative_scan"]
         )
     )
 
@@ -70,8 +67,10 @@ def _api(*prefixes: str) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
 
 def _search(data_set: str) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
     def measurements(results: dict[str, Any]) -> list[dict[str, Any]]:
+        if "vectors" not in results:
+            return []
         found = results["vectors"]["sets"][data_set]["measurements"]
-        return [m for m in found if as_in_production(m)]
+        return [m for m in found if as_in_production(m, results["vectors"]["defaults"])]
 
     return measurements
 
@@ -289,14 +288,37 @@ def markdown(results: dict[str, Any]) -> str:
             f"{lat['rate']:,} req/s | {la['p50_ms']:.2f} / {lb['p50_ms']:.2f} | "
             f"{la['p99_ms']:.2f} / {lb['p99_ms']:.2f} | {r['p99_ratio']:.2f} |"
         )
-    out += ladder_section(results) + layers_section(results) + observability_section(results)
+    out += layers_section(results) + observability_section(results)
     out += mixed_section(results)
+    out += vectors_section(results) + transfers_section(results) + ingestion_section(results)
+    mig, start = results["migrations"], results["startup"]
+    out += [
+        "",
+        "## Migrations and start-up",
+        "",
+        "| | seconds (median) |",
+        "| --- | ---: |",
+        f"| `alembic upgrade head`, empty database | {mig['empty_to_head_s']:.2f} |",
+        f"| `alembic upgrade head` at head (no-op; every init container, every rollout) | "
+        f"{mig['noop_at_head_s']:.2f} |",
+        f"| process start to `/readyz` 200 | {start['to_ready_s']:.2f} |",
+        "",
+        "Chart: `latest.png`. Raw figures: `latest.json`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def vectors_section(results: dict[str, Any]) -> list[str]:
+    if "vectors" not in results:
+        return []
+    out: list[str] = []
     v = results["vectors"]
     out += [
         "",
         "## Vector search",
         "",
-        f"{EMBEDDING_DIM} dimensions, clustered synthetic unit vectors, cosine, k=10, "
+        f"{v['dimension']} dimensions, clustered synthetic unit vectors, cosine, k=10, "
         f"{v['size']['queries']} queries per setting, one session per query (as a request has). "
         "The query is the app's own (`knowledge_base.service.nearest_chunks`); knowledge bases up "
         f"to {v['size']['exact_max_chunks']:,} chunks are scanned exactly, larger ones use "
@@ -326,8 +348,14 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{'-' if exact else m['ef_search']} | {'-' if exact else m['iterative_scan']} | "
                 f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['recall']:.3f} |"
             )
-    t, i = results["transfers"], results["ingestion"]
-    mig, start = results["migrations"], results["startup"]
+    return out
+
+
+def transfers_section(results: dict[str, Any]) -> list[str]:
+    if "transfers" not in results:
+        return []
+    out: list[str] = []
+    t = results["transfers"]
     out += [
         "",
         "## Uploads and downloads",
@@ -348,6 +376,14 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {backend} | {way} | {figures[f'{way}_mb_s']:.0f} | "
                 f"{figures[f'{way}_peak_growth_mb']:.1f} |"
             )
+    return out
+
+
+def ingestion_section(results: dict[str, Any]) -> list[str]:
+    if "ingestion" not in results:
+        return []
+    i = results["ingestion"]
+    out: list[str] = []
     out += [
         "",
         "## Ingestion",
@@ -367,49 +403,7 @@ def markdown(results: dict[str, Any]) -> str:
         "(`backend/modules/knowledge_base/chunk_copy.py`), so that write is its floor; the rest "
         "is parsing, the first batch's embedding and the queue's poll.",
         "",
-        "## Migrations and start-up",
-        "",
-        "| | seconds (median) |",
-        "| --- | ---: |",
-        f"| `alembic upgrade head`, empty database | {mig['empty_to_head_s']:.2f} |",
-        f"| `alembic upgrade head` at head (no-op; every init container, every rollout) | "
-        f"{mig['noop_at_head_s']:.2f} |",
-        f"| process start to `/readyz` 200 | {start['to_ready_s']:.2f} |",
-        "",
-        "Chart: `latest.png`. Raw figures: `latest.json`.",
-        "",
     ]
-    return "\n".join(out)
-
-
-def ladder_section(results: dict[str, Any]) -> list[str]:
-    rungs = results.get("ladder")
-    if not rungs:
-        return []
-    measured = [r for r in rungs if not r.get("skipped")]
-    names = [e["endpoint"] for e in measured[0]["endpoints"]] if measured else []
-    out = [
-        "",
-        "## The ladder",
-        "",
-        "One change at a time, each rung served from its own revision of this repository and "
-        "measured beside the raw baseline in the same run (alternated, medians of 2). Each cell: "
-        "req/s ratio to the baseline, p99 at 16 connections as a ratio to the baseline's, and the "
-        "app's CPU per request.",
-        "",
-        "| rung | " + " | ".join(f"`{n}`" for n in names) + " |",
-        "| --- |" + " ---: |" * len(names),
-    ]
-    for rung in rungs:
-        if rung.get("skipped"):
-            out.append(f"| {rung['rung']} |" + " skipped (not in this clone) |" * len(names))
-            continue
-        cells = [
-            f"{e['ratio']:.2f}x, p99 {e['app']['p99_ms'] / e['baseline']['p99_ms']:.1f}x, "
-            f"{e['app']['cpu_us']:.0f} us"
-            for e in rung["endpoints"]
-        ]
-        out.append(f"| {rung['rung']} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -562,7 +556,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[2]
-    for name, data in results["vectors"]["sets"].items():
+    for name, data in results.get("vectors", {"sets": {}})["sets"].items():
         for m in data["measurements"]:
             label = (
                 f"{name} {m['kb_chunks']:,}: exact"

@@ -30,25 +30,17 @@ from sqlalchemy.engine import URL, make_url
 
 from backend.core.config import PROJECT_ROOT
 from backend.db.embedded import embedded_database_url
-from bench import report, vectors
+from bench import report
 from bench.api import api_throughput, endpoints, observability_cost
 from bench.db import alembic_upgrade, create_database, drop_database, dsn, scratch_database
-from bench.ladder import RUNGS, ladder
 from bench.layers import cpu_by_layer
 from bench.load import ensure_wrk
 from bench.middleware import middleware_cost
 from bench.mixed import CONNECTIONS, mixed_load
-from bench.processes import (
-    LOAD_CORE,
-    MULTI_CORE,
-    SERVER_CORE,
-    Server,
-    pin_postgres,
-    start_server,
-)
-from bench.seed import EXACT_MAX_CHUNKS, Seed, seed
+from bench.modules import Context, mounted, sections
+from bench.processes import LOAD_CORE, MULTI_CORE, Server, pin_postgres, start_server
+from bench.seed import Seed, log_in
 from bench.sizes import SIZES, Size
-from bench.transfers import index_cost, ingestion, transfers, transfers_s3
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 # Calls per round of the in-process middleware measurement.
@@ -84,17 +76,9 @@ def app_env(url: URL, size: Size, workdir: Path) -> dict[str, str]:
         "DATABASE_URL": dsn(url),
         "JWT_SECRET": secrets.token_urlsafe(48),
         "ENVIRONMENT": "production",
-        "FILE_STORAGE_DIR": str(workdir / "files"),
-        "MAX_UPLOAD_BYTES": str((size.upload_mb + 16) * 1024 * 1024),
-        "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
-        "STORAGE_QUOTA_BYTES": str(64 * 1024**3),  # the mixed load uploads thousands of files
-        "SEARCH_EXACT_MAX_CHUNKS": str(EXACT_MAX_CHUNKS),  # the baseline reads it too
-        # One bench user stands for many clients: the per-user limits would measure themselves.
-        "SEARCH_CONCURRENCY_PER_USER": "100",
-        "MAX_QUEUED_DOCUMENTS_PER_USER": "1000000",
-        "MAX_DOCUMENTS_PER_USER": "1000000",
-        "MAX_CHUNKS_PER_USER": "100000000",
     }
+    for part in mounted().values():
+        env |= part.app_env(size, workdir)
     if size.pool_timeout is not None:
         env["DB_POOL_TIMEOUT"] = str(size.pool_timeout)
     env.pop("TEST_DATABASE_URL", None)
@@ -110,7 +94,9 @@ def app_and_baseline(env: dict[str, str], size: Size) -> Iterator[tuple[Server, 
         baseline = start_server("bench.baseline:app", env, "/healthz")
         servers.callback(baseline.stop)
         with httpx.Client(base_url=app.base_url, timeout=120) as client:
-            seeded = seed(client, size.large_documents)
+            seeded = log_in(client)
+            for name, part in mounted().items():
+                seeded.data[name] = part.seed(client, size)
         yield app, baseline, seeded
 
 
@@ -155,10 +141,7 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
         with app_and_baseline(env, size) as (app, baseline, seeded):
             print("API throughput", flush=True)
             results["api"] = api_throughput(app, baseline, seeded, size, workdir)
-            results["seed"] = {
-                "kb_chunks": seeded.kb_chunks,
-                "large_kb_chunks": seeded.large_kb_chunks,
-            }
+            results["seed"] = seeded.data
             measured = endpoints(seeded)[:4]
             print("observability cost", flush=True)
             results["observability"] = observability_cost(baseline, measured[0], env, size, workdir)
@@ -167,67 +150,37 @@ def everything(server: URL, size: Size, workdir: Path, results: dict[str, Any]) 
             if size.profile_seconds:
                 print("CPU by layer", flush=True)
                 results["layers"] = cpu_by_layer(app, measured, cpu_us, size, workdir)
-            if size.ladder_duration:
-                print("ladder", flush=True)
-                # Below full size: the first rung and the ceiling on one endpoint, to keep it
-                # working.
-                rungs, on = (
-                    (RUNGS, measured)
-                    if size.name == "full"
-                    else (RUNGS[:1] + RUNGS[-1:], measured[:1])
-                )
-                results["ladder"] = ladder(baseline, on, rungs, env, size, workdir)
             if size.mixed_seconds:
                 print(f"mixed load ({CONNECTIONS} connections)", flush=True)
                 results["mixed"] = mixed_load(env, seeded, size, workdir)
-            print("uploads", flush=True)
-            results["transfers"] = transfers(app, seeded, size, workdir)
-            results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
-            print("ingestion", flush=True)
-            results["ingestion"] = ingestion(app, seeded, size)
-            results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
-
-        print("vector search", flush=True)
-        if MULTI_CORE:
-            os.sched_setaffinity(0, {int(SERVER_CORE)})
-        results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
+            context = Context(server, url, app, env, seeded, size, workdir)
+            for part in mounted().values():
+                results |= part.measure(context, part.SECTIONS)
     finally:
         if url is not None:
             asyncio.run(drop_database(server, API_DATABASE))
 
 
-def again(
-    sections: list[str], server: URL, size: Size, workdir: Path, results: dict[str, Any]
-) -> None:
+def again(only: list[str], server: URL, size: Size, workdir: Path, results: dict[str, Any]) -> None:
     """Measure some sections again (`--only`), on a database seeded as for the whole run."""
     url = asyncio.run(create_database(server, API_DATABASE))
     try:
         alembic_upgrade(url)
         env = app_env(url, size, workdir)
         with app_and_baseline(env, size) as (app, baseline, seeded):
-            if "observability" in sections:
+            if "observability" in only:
                 print("observability cost", flush=True)
                 endpoint = endpoints(seeded)[0]
                 results["observability"] = observability_cost(
                     baseline, endpoint, env, size, workdir
                 )
                 results["middleware_us"] = middleware_cost(MIDDLEWARE_CALLS[size.name])
-            if "transfers" in sections:
-                print("uploads", flush=True)
-                results["transfers"] = transfers(app, seeded, size, workdir)
-            if "ingestion" in sections:
-                print("ingestion", flush=True)
-                results["ingestion"] = ingestion(app, seeded, size)
-                results["ingestion"] |= asyncio.run(index_cost(url, results["ingestion"]["chunks"]))
-        if "vectors" in sections:
-            print("vector search", flush=True)
-            results["vectors"] = asyncio.run(vectors.run(server, size.vectors))
-        if "mixed" in sections:
-            print(f"mixed load ({CONNECTIONS} connections)", flush=True)
-            results["mixed"] = mixed_load(env, seeded, size, workdir)
-        if "transfers" in sections:
-            print("uploads (S3)", flush=True)
-            results["transfers_s3"] = transfers_s3(env, seeded, size, workdir)
+            if "mixed" in only:
+                print(f"mixed load ({CONNECTIONS} connections)", flush=True)
+                results["mixed"] = mixed_load(env, seeded, size, workdir)
+            context = Context(server, url, app, env, seeded, size, workdir)
+            for part in mounted().values():
+                results |= part.measure(context, only)
     finally:
         asyncio.run(drop_database(server, API_DATABASE))
 
@@ -252,7 +205,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["transfers", "observability", "mixed", "ingestion", "vectors"],
+        choices=["observability", "mixed", *sections()],
         help="measure this section again and rewrite the report (the rest from latest.json); "
         "repeatable",
     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import vectors
-
 
 @dataclass(frozen=True)
 class Size:
@@ -18,10 +16,8 @@ class Size:
     document_mb: float
     migration_runs: int
     startup_runs: int
-    vectors: vectors.VectorSize
     latency_seconds: float  # at a fixed rate, per server and endpoint
     large_documents: int  # of 800 kB in the large knowledge base
-    ladder_duration: int  # seconds per wrk run on each rung; 0 skips the ladder
     mixed_seconds: int  # the mixed load, per worker count; 0 skips it
     mixed_workers: tuple[int, ...]
     profile_seconds: int  # py-spy per endpoint for the CPU-by-layer table; 0 skips it
@@ -32,9 +28,7 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(
-        "tiny", 1, 1, 8, 8, 0.1, 1, 1, vectors.TINY, 1, 2, 1, 3, (1, 2), 0, pool_timeout=30.0
-    ),
-    "quick": Size("quick", 4, 3, 16, 8, 0.1, 1, 1, vectors.TINY, 4, 4, 0, 0, (), 0),
-    "full": Size("full", 10, 3, 16, 200, 4.0, 3, 3, vectors.FULL, 10, 4, 3, 60, (1, 2, 4), 6),
+    "tiny": Size("tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1, 2), 0, pool_timeout=30.0),
+    "quick": Size("quick", 4, 3, 16, 8, 0.1, 1, 1, 4, 4, 0, (), 0),
+    "full": Size("full", 10, 3, 16, 200, 4.0, 3, 3, 10, 4, 60, (1, 2, 4), 6),
 }

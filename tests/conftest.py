@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,8 +18,6 @@ from backend.core.state import app_state
 from backend.db.discovery import import_models
 from backend.db.session import Database
 from backend.main import create_app
-from backend.modules.file.storage import Storage
-from backend.modules.knowledge_base.ingestion import Ingestion
 from tests.support import db
 from tests.support.s3 import S3Server, s3_server
 from tests.support.settings import configured
@@ -107,52 +104,18 @@ async def session(
         yield session
 
 
-UPLOAD_LIMIT = 1_000_000
-
-
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """One S3-compatible server for the session; each test keeps to its own key prefix."""
+    """One S3-compatible server for the session (`rclone serve s3` on loopback); each test keeps
+    to its own key prefix."""
     with s3_server(tmp_path_factory.mktemp("s3") / "data") as server:
         yield server
 
 
 @pytest.fixture
-def storage_backend(request: pytest.FixtureRequest) -> str:
-    """STORAGE_BACKEND for the test's app: `local` unless parametrized (`BOTH_BACKENDS`)."""
-    return str(getattr(request, "param", "local"))
-
-
-BOTH_BACKENDS = pytest.mark.parametrize("storage_backend", ["local", "s3"], indirect=True)
-
-
-@pytest.fixture
-def storage_dir(request: pytest.FixtureRequest, storage_backend: str, tmp_path: Path) -> Path:
-    """Where the app's blobs land on disk, whichever the backend (rclone keeps real files)."""
-    if storage_backend == "s3":
-        server: S3Server = request.getfixturevalue("s3")
-        return server.folder(tmp_path.name)
-    return tmp_path / "files"
-
-
-@pytest.fixture
-def storage_settings(
-    request: pytest.FixtureRequest,
-    storage_backend: str,
-    storage_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, object]:
-    if storage_backend != "s3":
-        return {"file_storage_dir": storage_dir}
-    server: S3Server = request.getfixturevalue("s3")
-    for name, value in server.credentials.items():
-        monkeypatch.setenv(name, value)
-    return {
-        "storage_backend": "s3",
-        "s3_bucket": server.bucket,
-        "s3_endpoint_url": server.endpoint,
-        "s3_prefix": storage_dir.name,
-    }
+def app_settings() -> dict[str, object]:
+    """Settings a test folder gives every test's app (a module's conftest adds its own)."""
+    return {}
 
 
 @pytest.fixture
@@ -160,7 +123,7 @@ async def app(
     request: pytest.FixtureRequest,
     app_db: URL,
     sessionmaker: async_sessionmaker[AsyncSession],
-    storage_settings: dict[str, object],
+    app_settings: dict[str, object],
 ) -> AsyncIterator[FastAPI]:
     """The real app; its request sessions (the real dependency) run on the test's transaction.
 
@@ -170,9 +133,9 @@ async def app(
     settings = configured(
         **{
             "database_url": db.sync_url(app_db),
-            "max_upload_bytes": UPLOAD_LIMIT,
-            "background_in_process": False,  # tests/support/ingest.py runs it
-            **storage_settings,
+            # No background work: its own connections could not see the test's transaction.
+            "background_in_process": False,
+            **app_settings,
             **(marker.kwargs if marker else {}),
         }
     )
@@ -183,14 +146,7 @@ async def app(
         engine = state.get(Database).engine
         database = Database(engine, sessionmaker, sessionmaker)
         state.provide(Database, database)
-        state.get(Ingestion).database = database
         yield application
-
-
-@pytest.fixture
-def storage(app: FastAPI) -> Storage:
-    """The blob storage the test's app uses."""
-    return app_state(app).get(Storage)
 
 
 @pytest.fixture

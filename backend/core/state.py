@@ -9,7 +9,7 @@ a typed dependency made by `provided(SomeType)`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from fastapi import Request
 from starlette.applications import Starlette
@@ -25,10 +25,35 @@ class ReadinessChecks(dict[str, Callable[[], Awaitable[None]]]):
     wrong, when the part is not usable."""
 
 
+class BackgroundLoop(Protocol):
+    """A module's background loop (ingestion), watched by the worker's `/healthz`."""
+
+    @property
+    def last_turn(self) -> float:
+        """`time.monotonic()` when the loop last turned."""
+        ...
+
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without a turn after which the loop counts as stuck (the pod is restarted)."""
+        ...
+
+    @property
+    def processed(self) -> int:
+        """Items the loop has finished since start."""
+        ...
+
+
+class BackgroundLoops(dict[str, BackgroundLoop]):
+    """The background loops running in this process, by name: a module's lifespan adds the
+    loops it starts where background work runs (`BACKGROUND_IN_PROCESS`, the worker)."""
+
+
 class AppState:
     def __init__(self, settings: Iterable[AppSettings] = ()) -> None:
         self._items: dict[type, object] = {type(value): value for value in settings}
         self._items[ReadinessChecks] = ReadinessChecks()
+        self._items[BackgroundLoops] = BackgroundLoops()
 
     def load_settings(self) -> None:
         """Read every settings class not given to the constructor (`SettingsError` if bad)."""

@@ -21,22 +21,15 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.core.config import PROJECT_ROOT
+from tests.modules.user.factories import PASSWORD, account_at
 from tests.support import db
-from tests.support.factories import PASSWORD, files_in
+from tests.support.files import files_in
 from tests.support.server import uvicorn_process, uvicorn_server
 
 pytestmark = [pytest.mark.slow]
 
 API = "/api/v1"
 BOUNDARY = "templatetestboundary"
-
-
-async def account(base: str, name: str) -> dict[str, str]:
-    async with httpx.AsyncClient(base_url=f"{base}{API}") as client:
-        user = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
-        assert (await client.post("/auth/register", json=user)).status_code == 201
-        token = await client.post("/auth/token", data={"username": name, "password": PASSWORD})
-        return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
 async def trickle_upload(
@@ -76,8 +69,8 @@ async def test_slow_uploads_do_not_starve_other_requests(migrated_db: URL, tmp_p
     async with uvicorn_server(
         migrated_db, storage, DB_POOL_SIZE="2", REQUEST_BODY_IDLE_TIMEOUT="2"
     ) as base:
-        auth = await account(base, "slowpoke")
-        reader = await account(base, "reader")
+        auth = await account_at(base, "slowpoke")
+        reader = await account_at(base, "reader")
         # Four uploads trickle for ~3 s each: twice the pool, if each held a connection.
         uploads = [
             asyncio.create_task(trickle_upload(base, auth, size=40_000, pieces=12, pause=0.25))
@@ -105,7 +98,7 @@ async def test_a_stalled_upload_is_cut_off_and_leaves_nothing(
 ) -> None:
     storage = tmp_path / "files"
     async with uvicorn_server(migrated_db, storage, REQUEST_BODY_IDLE_TIMEOUT="1") as base:
-        auth = await account(base, "staller")
+        auth = await account_at(base, "staller")
         started = time.monotonic()
         status, body = await asyncio.wait_for(
             trickle_upload(base, auth, size=100_000, pieces=10, pause=0.05, stall=True), 20
@@ -125,7 +118,7 @@ async def test_a_client_leaving_mid_upload_is_a_499_with_no_traceback(
 ) -> None:
     storage = tmp_path / "files"
     async with uvicorn_process(migrated_db, storage) as (base, _):
-        auth = await account(base, "leaver")
+        auth = await account_at(base, "leaver")
         host, port = base.removeprefix("http://").split(":")
         _, writer = await asyncio.open_connection(host, int(port))
         head = (
@@ -183,7 +176,7 @@ async def test_an_exhausted_pool_answers_503_quickly(migrated_db: URL, tmp_path:
     async with uvicorn_server(
         migrated_db, tmp_path / "files", DB_POOL_SIZE="1", DB_POOL_TIMEOUT="0.5"
     ) as base:
-        auth = await account(base, "pooled")
+        auth = await account_at(base, "pooled")
         engine = create_async_engine(migrated_db)
         try:
             async with (
@@ -210,7 +203,7 @@ async def test_an_exhausted_pool_answers_503_quickly(migrated_db: URL, tmp_path:
 
 async def test_logins_do_not_stall_the_event_loop(migrated_db: URL, tmp_path: Path) -> None:
     async with uvicorn_server(migrated_db, tmp_path / "files") as base:
-        await account(base, "hasher")
+        await account_at(base, "hasher")
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
 
             async def log_in() -> int:
@@ -242,7 +235,7 @@ async def test_login_throttling_holds_across_replicas(migrated_db: URL, tmp_path
         uvicorn_server(migrated_db, tmp_path / "b", **limits) as second,
         httpx.AsyncClient(timeout=30) as client,
     ):
-        await account(first, "target")
+        await account_at(first, "target")
         statuses = []
         for n in range(6):
             base = (first, second)[n % 2]
@@ -258,7 +251,7 @@ async def test_reads_survive_the_database_dropping_pooled_connections(
     migrated_db: URL, tmp_path: Path
 ) -> None:
     async with uvicorn_server(migrated_db, tmp_path / "files", DB_POOL_SIZE="4") as base:
-        auth = await account(base, "survivor")
+        auth = await account_at(base, "survivor")
         async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client:
             warm = await asyncio.gather(*(client.get("/users/me", headers=auth) for _ in range(4)))
             assert [r.status_code for r in warm] == [200] * 4
@@ -280,7 +273,7 @@ async def test_a_download_may_take_longer_than_the_body_idle_timeout(
     async with uvicorn_server(
         migrated_db, tmp_path / "files", REQUEST_BODY_IDLE_TIMEOUT="1"
     ) as base:
-        auth = await account(base, "slowreader")
+        auth = await account_at(base, "slowreader")
         content = b"x" * 20_000_000
         async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=60) as client:
             upload = await client.post("/files", headers=auth, files={"file": ("big.bin", content)})
@@ -309,7 +302,7 @@ async def test_logins_waiting_for_a_hash_hold_no_connection(
         DB_POOL_TIMEOUT="0.5",
         PASSWORD_HASH_CONCURRENCY="1",
     ) as base:
-        reader = await account(base, "queued")
+        reader = await account_at(base, "queued")
         async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client:
             logins = [
                 client.post("/auth/token", data={"username": "queued", "password": PASSWORD})
@@ -329,7 +322,7 @@ async def test_sigterm_lets_the_request_in_flight_finish(migrated_db: URL, tmp_p
         base,
         process,
     ):
-        auth = await account(base, "rollout")
+        auth = await account_at(base, "rollout")
         upload = asyncio.create_task(trickle_upload(base, auth, size=30_000, pieces=10, pause=0.2))
         await asyncio.sleep(0.6)
         process.send_signal(signal.SIGTERM)
@@ -360,7 +353,7 @@ async def test_the_login_throttle_cannot_be_spoofed_or_overflowed(
         uvicorn_server(migrated_db, tmp_path / "f", FORWARDED_ALLOW_IPS=trusted, **limits) as base,
         httpx.AsyncClient(base_url=f"{base}{API}", timeout=30) as client,
     ):
-        await account(base, "target")
+        await account_at(base, "target")
 
         async def attempt(login: str, forwarded: str, password: str = "wrong guess") -> int:
             response = await client.post(

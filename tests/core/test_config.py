@@ -59,7 +59,7 @@ def test_ignored_table_prefixes_come_from_a_comma_list(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     "command",
     [
-        [sys.executable, "-c", "import backend.main"],
+        [sys.executable, "-c", "from backend.main import app"],
         [sys.executable, "-m", "alembic", "current"],
     ],
     ids=["app", "alembic"],

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.main import create_app
-from tests.support.factories import user_with_token
+from tests.modules.user.factories import user_with_token
 from tests.support.server import serving
 from tests.support.settings import configured
 

@@ -15,9 +15,9 @@ from sqlalchemy.engine import URL
 from backend.core.state import app_state
 from backend.core.tracing import Tracing
 from backend.main import create_app
-from tests.modules.test_embeddings import stub as embeddings
+from tests.modules.knowledge_base.test_embeddings import stub as embeddings
+from tests.modules.user.factories import PASSWORD
 from tests.support import db
-from tests.support.factories import PASSWORD
 from tests.support.loopback import read_body, respond, serve_asgi
 from tests.support.settings import configured
 

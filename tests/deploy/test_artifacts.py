@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-import backend.main  # noqa: F401  (imports every module's settings class)
 from backend.core.config import PROJECT_ROOT, SettingsError, settings_classes
+from backend.main import module_routers
 from tests.support.artifacts import (
     K8S,
     Manifest,
@@ -26,6 +26,7 @@ from tests.support.artifacts import (
 
 pytestmark = [pytest.mark.deploy]
 
+module_routers()  # imports every module, with its settings class
 CLASSES = [kind for kind in settings_classes() if kind.__module__.startswith("backend.")]
 SETTINGS = {name.upper() for kind in CLASSES for name in kind.model_fields}
 # Settings a cluster leaves at their default, and why.

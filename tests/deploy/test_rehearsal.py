@@ -17,8 +17,9 @@ from backend.db.migrations import SCRIPT_LOCATION, head_revisions
 from tests.support import db
 from tests.support.alembic_cli import chain_plus
 from tests.support.artifacts import K8S, Manifest, find, load_yaml, render
-from tests.support.factories import files_in
+from tests.support.files import files_in
 from tests.support.kubelet import Pod
+from tests.support.modules import needs
 from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
@@ -63,6 +64,7 @@ def replicas(
     return spec, pods
 
 
+@needs("file", "knowledge_base")
 async def test_three_replicas_migrate_once_and_all_become_ready(
     prod: list[Manifest], empty_db: URL, tmp_path: Path, s3: S3Server
 ) -> None:
@@ -115,7 +117,7 @@ async def test_three_replicas_migrate_once_and_all_become_ready(
             status = await wait_for_status(client, url, auth)
             assert status == "ready"
             health = await client.get(f"http://127.0.0.1:{workers[0].port}/healthz")
-            assert health.json()["processed"] == 1
+            assert health.json()["loops"]["ingestion"]["processed"] == 1
     finally:
         exit_codes = [pod.stop() for pod in [*api_pods, *workers]]
     # SIGTERM on a rollout is a graceful shutdown (uvicorn then re-raises the signal it got).

@@ -306,7 +306,7 @@ async def test_drift_fails_one_test_that_says_what_to_write(
             "-q",
             "-rs",
             "tests/migrations/test_migrations.py::test_models_match_migrations",
-            "tests/modules/test_user.py",
+            "tests/modules/user/test_user.py",
         ],
         cwd=project_copy,
         env=env,

@@ -136,7 +136,7 @@ def test_a_bad_setting_is_one_line_for_alembic_and_the_app() -> None:
     assert "invalid settings: DB_POOL_SIZE" in text
 
     app = subprocess.run(
-        [sys.executable, "-c", "import backend.main"],
+        [sys.executable, "-c", "from backend.main import app"],
         env=env,
         capture_output=True,
         text=True,

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.core.errors import raises
@@ -20,6 +21,8 @@ from backend.modules.file.models import File
 from backend.modules.file.settings import FileSettings, FileSettingsDep
 from backend.modules.file.storage import Storage, make_storage
 from backend.modules.user.dependencies import CurrentUser
+from backend.modules.user.hooks import AccountHooks
+from backend.modules.user.models import User
 
 
 @asynccontextmanager
@@ -32,6 +35,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.provide(Storage, storage)
     checks = state.get(ReadinessChecks)
     checks["file storage"] = storage.check
+    hooks = state.get(AccountHooks).on_delete
+
+    async def delete_files(session: AsyncSession, user: User) -> None:
+        await service.delete_all(session, owner=user, storage=storage)
+
+    hooks.append(delete_files)
     cleanup = None
     if state.get(Settings).background_in_process and settings.file_cleanup_seconds:
         work = run_periodically(state.get(Database), storage, settings)
@@ -42,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if cleanup is not None:
             cleanup.cancel()
             await asyncio.gather(cleanup, return_exceptions=True)
+        hooks.remove(delete_files)
         checks.pop("file storage", None)
         state.remove(Storage)
 

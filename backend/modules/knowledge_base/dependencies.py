@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 
 from backend.core.config import Settings
 from backend.core.errors import raises
-from backend.core.state import app_state, provided
+from backend.core.state import BackgroundLoops, app_state, provided
 from backend.db.session import Database, ReadSessionDep, SessionDep, release_connection
 from backend.modules.file.storage import Storage
 from backend.modules.knowledge_base import service
@@ -19,6 +19,7 @@ from backend.modules.knowledge_base.exceptions import KnowledgeBaseNotFound
 from backend.modules.knowledge_base.ingestion import Ingestion, Worker
 from backend.modules.knowledge_base.isolation import Parsers
 from backend.modules.knowledge_base.models import KnowledgeBase
+from backend.modules.knowledge_base.reembed import catch_up
 from backend.modules.knowledge_base.rerank import Reranker
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from backend.modules.user.dependencies import CurrentUser
@@ -44,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings,
     )
     state.provide(Ingestion, ingestion)
-    worker = None
+    worker = catching_up = None
     if state.get(Settings).background_in_process:
         running = Worker(
             ingestion,
@@ -52,13 +53,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             poll=settings.ingestion_poll_seconds,
         )
         state.provide(Worker, running)
+        state.get(BackgroundLoops)["ingestion"] = running
         worker = asyncio.create_task(running.run(), name="ingestion-worker")
+        catching_up = asyncio.create_task(
+            catch_up(state.get(Database).engine, embedder), name="reembed-catch-up"
+        )
     try:
         yield
     finally:
-        if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+        for task in (worker, catching_up):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        state.get(BackgroundLoops).pop("ingestion", None)
         state.remove(Worker)
         state.remove(Ingestion)
         state.remove(Embedder)

@@ -346,15 +346,17 @@ class Worker:
         self.ingestion = ingestion
         self.concurrency = concurrency
         self.poll = poll
-        self.last_loop = time.monotonic()
+        self.last_turn = time.monotonic()
         self.processed = 0
         self.failures = 0
+        # It turns at least every `poll` seconds (every 10 s at most while the database is away).
+        self.stuck_after = max(30.0, 10 * poll)
 
     async def run(self) -> None:
         running: dict[asyncio.Task[str], Claim] = {}
         try:
             while True:
-                self.last_loop = time.monotonic()
+                self.last_turn = time.monotonic()
                 free = self.concurrency - len(running)
                 claims = await self._claim(free) if free else []
                 for claim in claims:

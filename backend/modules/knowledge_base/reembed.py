@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 import uuid
@@ -33,6 +34,8 @@ from backend.core.config import SettingsError, get_settings
 from backend.db.session import create_engine
 from backend.modules.knowledge_base.embeddings import Embedder, EmbeddingError, create_embedder
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
+
+log = logging.getLogger(__name__)
 
 NEXT_COLUMN = "embedding_next"
 COLUMNS = ("embedding", NEXT_COLUMN)
@@ -133,6 +136,22 @@ async def reembed(
             return progress
         await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
         waited += IN_FLIGHT_POLL_SECONDS
+
+
+async def catch_up(engine: AsyncEngine, embedder: Embedder) -> None:
+    """At start, where background work runs: chunks of `embedding` without a vector (after a
+    model change's second release, or an interrupted run) get one while the API serves. Nothing
+    while a model change is in progress: its `reembed` runs with the new model's settings."""
+    try:
+        column, _ = await column_to_fill(engine)
+        if column == NEXT_COLUMN:
+            return
+        progress = await reembed(engine, embedder)
+    except (ReembedError, EmbeddingError, SQLAlchemyError, OSError) as exc:
+        log.warning("chunks without a vector were not embedded: %s", exc)
+        return
+    if progress.embedded:
+        log.info("embedded %d chunks that had no vector", progress.embedded)
 
 
 # While documents are queued or being processed (due now), `reembed` waits for their chunks.

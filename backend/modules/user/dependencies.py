@@ -9,10 +9,11 @@ from fastapi.security import OAuth2PasswordBearer
 
 from backend.core.errors import Unavailable, raises
 from backend.core.security import read_access_token, set_hash_concurrency
-from backend.core.state import app_state
+from backend.core.state import app_state, provided
 from backend.db.session import SessionDep, read_session
 from backend.modules.user import service
 from backend.modules.user.exceptions import InactiveUser, NotAuthenticated, NotSuperuser
+from backend.modules.user.hooks import AccountHooks
 from backend.modules.user.models import User
 from backend.modules.user.principals import PrincipalCache
 from backend.modules.user.settings import UserSettings
@@ -20,13 +21,19 @@ from backend.modules.user.settings import UserSettings
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The module's start-up: how many password hashes may run at once; the principal cache."""
+    """The module's start-up: how many password hashes may run at once; the principal cache;
+    the hooks that modules above add for an account's deletion."""
     state = app_state(app)
     settings = state.get(UserSettings)
     set_hash_concurrency(settings.password_hash_concurrency)
     state.provide(PrincipalCache, PrincipalCache(settings.auth_cache_seconds))
+    state.provide(AccountHooks, AccountHooks())
     yield
+    state.remove(AccountHooks)
     state.remove(PrincipalCache)
+
+
+AccountHooksDep = Annotated[AccountHooks, Depends(provided(AccountHooks))]
 
 
 # auto_error=False: a missing token goes through our error (401 {"detail": ...}) like a bad one.

@@ -11,10 +11,9 @@ from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
 from backend.core.security import create_access_token
 from backend.db.session import ReadSessionDep, SessionDep, independent_session
-from backend.modules.file import service as file_service
-from backend.modules.file.dependencies import StorageDep
 from backend.modules.user import service, throttle
 from backend.modules.user.dependencies import (
+    AccountHooksDep,
     CurrentSuperuser,
     CurrentUser,
     CurrentUserForUpdate,
@@ -130,16 +129,18 @@ async def change_password(
     await service.change_password(session, user=user, data=data)
 
 
-async def _delete_account(session: SessionDep, user: User, storage: StorageDep) -> None:
-    # The file module removes its blobs once the deletion has committed; rows cascade.
-    await file_service.delete_all(session, owner=user, storage=storage)
+async def _delete_account(session: SessionDep, user: User, hooks: AccountHooksDep) -> None:
+    # Rows cascade; the modules above remove what lives elsewhere (the file module: blobs).
+    await hooks.deleting(session, user)
     await service.delete(session, user=user)
 
 
 @users.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_model=None)
-async def delete_me(session: SessionDep, user: CurrentUserForUpdate, storage: StorageDep) -> None:
+async def delete_me(
+    session: SessionDep, user: CurrentUserForUpdate, hooks: AccountHooksDep
+) -> None:
     """Delete your account with its files (their contents too) and knowledge bases."""
-    await _delete_account(session, user, storage)
+    await _delete_account(session, user, hooks)
 
 
 @users.get("", response_model=UserPage, status_code=status.HTTP_200_OK)
@@ -177,10 +178,10 @@ async def administer(
     responses=error_responses(UserNotFound),
 )
 async def delete_user(
-    session: SessionDep, _: CurrentSuperuser, user_id: uuid.UUID, storage: StorageDep
+    session: SessionDep, _: CurrentSuperuser, user_id: uuid.UUID, hooks: AccountHooksDep
 ) -> None:
     """Delete an account with its files and knowledge bases (superusers only)."""
-    await _delete_account(session, await _other_user(session, user_id), storage)
+    await _delete_account(session, await _other_user(session, user_id), hooks)
 
 
 # The module's one router (mounted by `main.py`), with its start-up.

@@ -17,8 +17,8 @@ from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
 from backend.modules.knowledge_base.service import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
-from tests.support.factories import user_with_token
-from tests.support.ingest import add_document
+from tests.modules.knowledge_base.ingest import add_document
+from tests.modules.user.factories import user_with_token
 
 KBS = "/api/v1/knowledge-bases"
 

@@ -1,7 +1,7 @@
 """Background ingestion's promises through the API: a transient failure is retried, the last
 attempt fails with the reason, and a document taken over from a worker whose lease ran out is
 stored once. The embedder is a real OpenAI-compatible server on loopback that fails on request
-(tests/modules/test_embeddings.py's stub)."""
+(tests/modules/knowledge_base/test_embeddings.py's stub)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from backend.modules.knowledge_base.chunk_copy import BATCH
 from backend.modules.knowledge_base.embeddings import OpenAIEmbedder
 from backend.modules.knowledge_base.ingestion import Ingestion
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
-from tests.modules.test_embeddings import calls, failures, gate, stub
-from tests.modules.test_knowledge_base import KBS, make_kb
+from tests.modules.knowledge_base.test_embeddings import calls, failures, gate, stub
+from tests.modules.knowledge_base.test_knowledge_base import KBS, make_kb
+from tests.modules.user.factories import PASSWORD, login, user_with_token
 from tests.support import db
-from tests.support.factories import PASSWORD, login, user_with_token
 from tests.support.loopback import serve_asgi
 from tests.support.settings import configured
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +44,16 @@ async def user_with_token(
     return user, await login(client, user.username)
 
 
-def files_in(directory: Path) -> list[Path]:
-    """Every file under `directory` (blobs in a storage directory)."""
-    return [path for path in directory.rglob("*") if path.is_file()]
+async def account(client: httpx.AsyncClient, name: str) -> dict[str, str]:
+    """Register `name` through the API (`client`'s base URL ends in /api/v1) and log in: the
+    Authorization header."""
+    user = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
+    assert (await client.post("/auth/register", json=user)).status_code == 201
+    token = await client.post("/auth/token", data={"username": name, "password": PASSWORD})
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def account_at(base: str, name: str) -> dict[str, str]:
+    """`account` on the server at `base` (http://host:port)."""
+    async with httpx.AsyncClient(base_url=f"{base}/api/v1") as client:
+        return await account(client, name)

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
 from backend.modules.knowledge_base.rerank import Reranker
-from tests.modules.test_hybrid_search import DOCUMENTS, search
-from tests.modules.test_knowledge_base import KBS, add_text, make_kb
-from tests.support.factories import user_with_token
+from tests.modules.knowledge_base.test_hybrid_search import DOCUMENTS, search
+from tests.modules.knowledge_base.test_knowledge_base import KBS, add_text, make_kb
+from tests.modules.user.factories import user_with_token
 from tests.support.loopback import read_body, respond, serve_asgi
 
 requests: list[dict[str, Any]] = []

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.modules.test_poison_documents import account
+from tests.modules.user.factories import account
 from tests.support import db
 from tests.support.server import uvicorn_server
 

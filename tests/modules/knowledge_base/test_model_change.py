@@ -26,12 +26,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.core.config import PROJECT_ROOT
+from backend.db import vector_columns
 from backend.main import create_app
-from backend.modules.knowledge_base import model_change
 from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from backend.modules.knowledge_base.reembed import reembed as reembed_chunks
-from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS, best_documents
+from tests.modules.knowledge_base.test_knowledge_base import PARAPHRASES, QUESTIONS, best_documents
 from tests.support import db
 from tests.support.settings import configured
 
@@ -135,7 +135,7 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
     before = await best_documents(client, headers, search)
 
     # Release 1's revision, then reembed with the new model while release 1 serves.
-    await run_revision(migrated_db, model_change.add_next_column, 128)
+    await run_revision(migrated_db, vector_columns.add_next_column, "chunks", 128)
     process = await reembed_process(migrated_db, 128)
     assert process.stdout is not None
     output = (await process.stdout.readline()).decode()  # it has begun
@@ -161,7 +161,7 @@ async def test_the_old_vectors_serve_until_the_new_ones_are_complete(
     assert missing == [(0,)]
 
     # Release 2's revision: the new column takes the old one's place.
-    await run_revision(migrated_db, model_change.swap_next_column)
+    await run_revision(migrated_db, vector_columns.swap_next_column, "chunks")
     columns = await db.fetch_all(
         migrated_db,
         "SELECT attname, atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass "

@@ -19,8 +19,8 @@ import pytest
 from docx import Document as Docx
 from sqlalchemy.engine import URL
 
+from tests.modules.user.factories import account
 from tests.support import db
-from tests.support.factories import PASSWORD
 from tests.support.server import uvicorn_server, worker_process
 
 pytestmark = [pytest.mark.slow]
@@ -30,13 +30,6 @@ API = "/api/v1"
 SLOW_HTML = b"<a" * 300_000
 # The Markdown heading pattern backtracked cubically on this (2.5 KB): 38 s.
 BACKTRACKING_MARKDOWN = "# a" + " " * 2_500 + "x"
-
-
-async def account(client: httpx.AsyncClient, name: str) -> dict[str, str]:
-    user = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
-    assert (await client.post("/auth/register", json=user)).status_code == 201
-    token = await client.post("/auth/token", data={"username": name, "password": PASSWORD})
-    return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
 async def add_file(

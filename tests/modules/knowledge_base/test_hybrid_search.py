@@ -15,8 +15,8 @@ from backend.core.state import app_state
 from backend.modules.knowledge_base.models import Chunk
 from backend.modules.knowledge_base.service import HYBRID_CANDIDATES, RRF_K
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
-from tests.modules.test_knowledge_base import KBS, add_text, make_kb
-from tests.support.factories import user_with_token
+from tests.modules.knowledge_base.test_knowledge_base import KBS, add_text, make_kb
+from tests.modules.user.factories import user_with_token
 
 DOCUMENTS = {
     "deploy": "Roll out the new release with kubectl; the init container runs the migrations.",

@@ -20,9 +20,10 @@ from backend.modules.file.models import File
 from backend.modules.file.storage import LocalStorage, Storage
 from backend.modules.knowledge_base.models import KnowledgeBase
 from backend.modules.user.models import User
-from tests.conftest import BOTH_BACKENDS
-from tests.support.factories import PASSWORD, create_user, files_in, login, user_with_token
-from tests.support.ingest import add_document
+from tests.modules.file.fixtures import BOTH_BACKENDS
+from tests.modules.knowledge_base.ingest import add_document
+from tests.modules.user.factories import PASSWORD, create_user, login, user_with_token
+from tests.support.files import files_in
 from tests.support.settings import configured
 
 API = "/api/v1"

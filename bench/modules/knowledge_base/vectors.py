@@ -51,6 +51,7 @@ FULL = VectorSize(
     exact_max_chunks=10_000,
     ef_search=(40, 100, 150, 200),
 )
+SIZES = {"tiny": TINY, "quick": TINY, "full": FULL}  # by the bench's size
 
 
 def centres_for(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -216,7 +217,16 @@ def settings_to_try(size: VectorSize, chunks: int) -> list[KnowledgeBaseSettings
 
 async def run(server: URL, size: VectorSize) -> dict[str, Any]:
     rng = np.random.default_rng(42)
-    results: dict[str, Any] = {"size": size.__dict__, "sets": {}}
+    production = KnowledgeBaseSettings()
+    results: dict[str, Any] = {
+        "size": size.__dict__,
+        "dimension": EMBEDDING_DIM,
+        "defaults": {
+            "ef_search": production.search_ef_search,
+            "iterative_scan": production.search_iterative_scan,
+        },
+        "sets": {},
+    }
 
     single = kb_of(rng, size.chunks)
     # Shared topics: a query's neighbours are spread over every knowledge base.

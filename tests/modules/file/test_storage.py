@@ -21,7 +21,7 @@ from backend.modules.file.storage import (
     TooLarge,
     new_key,
 )
-from tests.support.factories import files_in
+from tests.support.files import files_in
 from tests.support.kubelet import free_port
 from tests.support.s3 import S3Server
 

@@ -1,6 +1,7 @@
 """Retrieval quality: nDCG@10 and recall@10 per search mode and embedder, through the API.
 
-    python -m bench.quality DATASET [--embedders hashing,wordllama] [--queries N]
+    python -m bench.modules.knowledge_base.quality DATASET [--embedders hashing,wordllama]
+        [--queries N]
 
 DATASET is a folder in BEIR's format (the format of SciFact, NFCorpus, FiQA, ...):
 `corpus.jsonl` ({"_id", "title", "text"} a line), `queries.jsonl` ({"_id", "text"}) and
@@ -37,7 +38,7 @@ from backend.main import create_app
 from backend.modules.knowledge_base.ingestion import Ingestion
 from bench.db import alembic_upgrade, dsn, scratch_database
 from tests.support.settings import (
-    configured,  # the tests' helper, as bench/transfers.py uses theirs
+    configured,  # the tests' helper (settings by name, whichever class declares them)
 )
 
 K = 10
@@ -174,7 +175,7 @@ async def run(server: URL, folder: Path, embedders: list[str], queries: int | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality")
+    parser = argparse.ArgumentParser(prog="python -m bench.modules.knowledge_base.quality")
     parser.add_argument("dataset", type=Path, help="a folder in BEIR's format")
     parser.add_argument("--embedders", default="hashing,wordllama")
     parser.add_argument("--queries", type=int, default=None, help="at most this many queries")

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.core.state import app_state
 from backend.modules.user.models import User
 from backend.modules.user.settings import UserSettings
-from tests.support.factories import PASSWORD, create_user, login, user_with_token
+from tests.modules.user.factories import PASSWORD, create_user, login, user_with_token
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"

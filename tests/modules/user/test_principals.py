@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backend.core.security import AccessClaims
 from backend.modules.user.models import User
 from backend.modules.user.principals import PrincipalCache
-from tests.support.factories import PASSWORD, create_user, user_with_token
+from tests.modules.user.factories import PASSWORD, create_user, user_with_token
 
 ME = "/api/v1/users/me"
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.core.test_availability import account
+from tests.modules.user.factories import account_at
 from tests.support.kubelet import free_port
 from tests.support.s3 import S3Server, s3_server
 from tests.support.server import uvicorn_process
@@ -37,7 +37,7 @@ async def test_a_wrong_secret_is_logged_with_its_cause_and_fails_readiness(
     with s3_server(tmp_path / "s3") as server:
         settings = s3_settings(server, AWS_SECRET_ACCESS_KEY="not-the-secret")
         async with uvicorn_process(migrated_db, tmp_path / "files", **settings) as (base, _):
-            auth = await account(base, "signer")
+            auth = await account_at(base, "signer")
             async with httpx.AsyncClient(base_url=base) as client:
                 upload = await client.post(
                     f"{API}/files", headers=auth, files={"file": ("a.txt", b"data")}
@@ -70,7 +70,7 @@ async def test_a_blob_left_by_a_delete_while_the_store_is_down_is_cleaned_up_aft
         )
         blobs = root / server.bucket
         async with uvicorn_process(migrated_db, tmp_path / "files", **settings) as (base, _):
-            auth = await account(base, "deleter")
+            auth = await account_at(base, "deleter")
             async with httpx.AsyncClient(base_url=f"{base}{API}", timeout=60) as client:
                 created = await client.post("/files", headers=auth, files={"file": ("a", b"data")})
                 assert created.status_code == 201, created.text

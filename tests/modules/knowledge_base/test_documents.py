@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.modules.knowledge_base.models import Chunk, Document
-from tests.modules.test_knowledge_base import KBS, make_kb
-from tests.support.documents import docx, pdf
-from tests.support.factories import user_with_token
-from tests.support.ingest import add_document
+from tests.modules.knowledge_base.documents import docx, pdf
+from tests.modules.knowledge_base.ingest import add_document
+from tests.modules.knowledge_base.test_knowledge_base import KBS, make_kb
+from tests.modules.user.factories import user_with_token
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -14,8 +14,8 @@ from backend.modules.file import service
 from backend.modules.file.models import File
 from backend.modules.file.storage import Storage
 from backend.modules.file.upload import clean_filename
-from tests.conftest import BOTH_BACKENDS, UPLOAD_LIMIT
-from tests.support.factories import user_with_token
+from tests.modules.file.fixtures import BOTH_BACKENDS, UPLOAD_LIMIT
+from tests.modules.user.factories import user_with_token
 from tests.support.kubelet import free_port
 
 FILES = "/api/v1/files"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from bench.quality import evaluate, load_beir, ndcg, recall, report
-from tests.modules.test_knowledge_base import PARAPHRASES, QUESTIONS
+from bench.modules.knowledge_base.quality import evaluate, load_beir, ndcg, recall, report
+from tests.modules.knowledge_base.test_knowledge_base import PARAPHRASES, QUESTIONS
 
 pytestmark = pytest.mark.slow
 
