@@ -9,12 +9,14 @@
     python3 dev.py superuser EMAIL USERNAME   # create a superuser (asks for the password)
     python3 dev.py db status|psql|log|stop|reset   # the embedded PostgreSQL
     python3 dev.py uv ARGS...         # the uv this script uses (uv run ..., uv add ...)
+    python3 dev.py module remove NAME # delete a module: its folders, its line, its dependencies
 
 Installs uv into .tools/ when it is not on PATH; uv then builds .venv from uv.lock.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +101,118 @@ def db(uv: str, extra: list[str]) -> None:
     run_module(uv, "backend.db.embedded", extra)
 
 
+# Where a module's code lives besides main.py's line: its folder, its tests, its benchmarks.
+MODULE_FOLDERS = ("backend/modules", "tests/modules", "bench/modules")
+
+
+def module(uv: str, extra: list[str]) -> None:
+    """`module remove NAME`: the module's folders, its line in backend/main.py and its dependency
+    group in pyproject.toml go (uv.lock is updated); then the revision that drops its tables is
+    written (the database brought to the old head first; its REVIEW notes flag each drop).
+
+    `--no-lock` leaves uv.lock alone; `--python EXE` runs alembic with that interpreter instead
+    of `uv run` (an environment of your own)."""
+    args = list(extra)
+    no_lock = "--no-lock" in args
+    if no_lock:
+        args.remove("--no-lock")
+    python = None
+    if "--python" in args:
+        at = args.index("--python")
+        python = args[at + 1 : at + 2] or sys.exit("--python needs an interpreter")
+        del args[at : at + 2]
+    if len(args) != 2 or args[0] != "remove":
+        sys.exit("usage: python3 dev.py module remove NAME [--no-lock] [--python EXE]")
+    name = args[1]
+    main_py = ROOT / "backend" / "main.py"
+    source = main_py.read_text(encoding="utf-8")
+    listed = re.findall(r'^    "(\w+)",$', source, flags=re.MULTILINE)
+    if name not in listed:
+        sys.exit(f"no module {name!r} in backend/main.py (its modules: {', '.join(listed)})")
+    if name == listed[0]:
+        sys.exit(f"{name} is the ground floor: every other module and the core's tests need it")
+    # What still needs it: a module after it (remove that one first), or anything else.
+    mine = [ROOT / folder / name for folder in MODULE_FOLDERS]
+    needing = sorted(
+        str(path.relative_to(ROOT))
+        for top in ("backend", "tests", "bench")
+        for path in (ROOT / top).rglob("*.py")
+        if not any(path.is_relative_to(folder) for folder in mine)
+        and re.search(
+            rf"^\s*(from|import)\s+(backend|tests|bench)\.modules\.{name}\b",
+            path.read_text(encoding="utf-8"),
+            flags=re.MULTILINE,
+        )
+    )
+    if needing:
+        sys.exit(f"{name} is still imported by: {', '.join(needing)} (remove those first)")
+
+    for folder in mine:
+        shutil.rmtree(folder, ignore_errors=True)
+    main_py.write_text(source.replace(f'    "{name}",\n', "", 1), encoding="utf-8")
+    dropped = _drop_dependency_group(name)
+    for path in SETTINGS_FILES:
+        _drop_section(ROOT / path, name)
+    if dropped and not no_lock:
+        run(uv, "lock")
+    print(f"removed {', '.join(f'{f}/{name}/' for f in MODULE_FOLDERS)}, its line in")
+    print(f"backend/main.py and its dependencies ({', '.join(dropped) or 'none'}).", flush=True)
+
+    def alembic(*alembic_args: str) -> None:
+        if python:
+            subprocess.run([*python, "-m", "alembic", *alembic_args], cwd=ROOT, check=True)
+        else:
+            run(uv, "run", "--locked", "alembic", *alembic_args)
+
+    # The database at the old head (its revisions stay: the tables' history), then the drop.
+    before = set((ROOT / "backend" / "alembic" / "versions").glob("*.py"))
+    alembic("upgrade", "head")
+    alembic("revision", "--autogenerate", "-m", f"remove the {name} module")
+    for script in set((ROOT / "backend" / "alembic" / "versions").glob("*.py")) - before:
+        # The drops are what was asked for: the migration linter is told so, with the reason.
+        text = script.read_text(encoding="utf-8")
+        reason = f"the {name} module was removed (dev.py module remove)"
+        accepted = f'squawk_ignore = {{\n    "ban-drop-table": "{reason}",\n}}\n\n\n'
+        script.write_text(text.replace("def upgrade()", accepted + "def upgrade()", 1))
+        print(f"wrote {script.relative_to(ROOT)}: read its REVIEW notes, then")
+    print("    python3 dev.py alembic upgrade head")
+
+
+# Files that list every setting, a section (`# --- <module> ---`) per module.
+SETTINGS_FILES = (".env.example", "k8s/base/configmap.yaml", "k8s/base/secret.template.yaml")
+
+
+def _drop_section(path: Path, name: str) -> None:
+    """Remove the `# --- NAME ---` section of `path`: to the next section, or to the end."""
+    kept, inside = [], False
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        marker = re.match(r"\s*# --- (\w+) ---", line)
+        if marker:
+            inside = marker[1] == name
+        if not inside:
+            kept.append(line)
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+def _drop_dependency_group(name: str) -> list[str]:
+    """Remove the lines under `# module: NAME` in pyproject.toml's dependencies; their names."""
+    pyproject = ROOT / "pyproject.toml"
+    lines = pyproject.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept, dropped, inside = [], [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#") or stripped == "]":
+            inside = stripped == f"# module: {name}"
+            if inside:
+                continue
+        elif inside:
+            dropped.append(stripped.strip('",'))
+            continue
+        kept.append(line)
+    pyproject.write_text("".join(kept), encoding="utf-8")
+    return dropped
+
+
 def uv_passthrough(uv: str, extra: list[str]) -> None:
     run(uv, *extra, echo=False)
 
@@ -112,13 +226,17 @@ COMMANDS = {
     "superuser": superuser,
     "db": db,
     "uv": uv_passthrough,
+    "module": module,
 }
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args]   (see the README)")
-    COMMANDS[sys.argv[1]](find_uv(), sys.argv[2:])
+    command, extra = sys.argv[1], sys.argv[2:]
+    # Removing a module without a lock to update needs no uv.
+    uv = "" if command == "module" and "--no-lock" in extra else find_uv()
+    COMMANDS[command](uv, extra)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,12 @@ def test_handlers_reach_app_state_only_through_typed_dependencies() -> None:
             assert ".state." not in path.read_text(), f"{path.relative_to(PROJECT_ROOT)}"
 
 
-PREFIX = "backend.modules."
+# A module's code, tests and benchmarks: importing any of them is depending on the module.
+PREFIXES = ("backend.modules.", "tests.modules.", "bench.modules.")
 
 
 def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, module name) for each `backend.modules.<name>` the file imports."""
+    """(line, module name) for each module (its code, tests or benchmarks) the file imports."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -67,8 +68,13 @@ def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
-        found = {name.removeprefix(PREFIX) for name in names if name.startswith(PREFIX)}
-        for module in sorted({name.split(".")[0] for name in found}):
+        # `from bench.modules import Context` names the package's own helper, not a module.
+        found = {
+            parts[2]
+            for parts in (name.split(".") for name in names if name.startswith(PREFIXES))
+            if len(parts) > 2 and parts[2] in MODULES
+        }
+        for module in sorted(found):
             yield node.lineno, module
 
 

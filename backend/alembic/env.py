@@ -26,7 +26,7 @@ from backend.db.base import Base
 from backend.db.discovery import ModuleDiscoveryError, import_models
 from backend.db.embedded import EmbeddedDatabaseUnavailable
 from backend.db.migrations import describe_failure, describe_revision_error, migration_lock
-from backend.db.review import review
+from backend.db.review import order_table_drops, review
 from backend.db.session import database_url
 
 config = context.config
@@ -107,6 +107,8 @@ def process_revision_directives(
         directives[:] = []
         msg("No changes in schema detected; no revision file written.")
         return
+    if script.downgrade_ops is not None:
+        order_table_drops(script.upgrade_ops, script.downgrade_ops)
     notes = review(script.upgrade_ops)
     if notes:
         msg(f"Review {len(notes)} operation(s) before upgrading (marked `# REVIEW` in the script):")

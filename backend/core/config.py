@@ -82,14 +82,10 @@ def _problems(exc: ValidationError) -> str:
 
 
 def settings_classes() -> list[type[AppSettings]]:
-    """Every settings class imported so far (the core's and those of the mounted modules)."""
-    found: list[type[AppSettings]] = []
-    pending = [AppSettings]
-    while pending:
-        for sub in pending.pop().__subclasses__():
-            found.append(sub)
-            pending.append(sub)
-    return found
+    """Every settings class imported so far: the core's and each mounted module's, the direct
+    subclasses of AppSettings. A subclass of one of those is a variant of it for one command
+    (the re-embedding command's `ReembedSettings`), not settings of the app."""
+    return AppSettings.__subclasses__()
 
 
 class Settings(AppSettings):

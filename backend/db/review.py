@@ -149,3 +149,52 @@ def review(upgrade_ops: ops.UpgradeOps) -> list[ReviewNote]:
             annotate(op.ops, renames)
     annotate(upgrade_ops.ops, {})
     return found
+
+
+def order_table_drops(upgrade: ops.UpgradeOps, downgrade: ops.DowngradeOps) -> None:
+    """Drop a removed table before the tables it references, and create them back the other way.
+
+    Autogenerate writes removed tables in name order, so a removed module's revision would drop
+    `knowledge_bases` before `documents`, whose foreign key still points at it, and fail. A
+    dropped table's index drops are left out (they go with it; dropping them first only takes
+    more locks); a created table's indexes follow it.
+    """
+    _reorder(upgrade.ops, ops.DropTableOp, referenced_last=True)
+    _reorder(downgrade.ops, ops.CreateTableOp, referenced_last=False)
+
+
+def _reorder(
+    operations: list[ops.MigrateOperation],
+    kind: type[ops.DropTableOp] | type[ops.CreateTableOp],
+    *,
+    referenced_last: bool,
+) -> None:
+    tables = {op.table_name: op for op in operations if isinstance(op, kind)}
+    if not tables:
+        return
+    refers = {name: _referenced(op) & set(tables) - {name} for name, op in tables.items()}
+    ordered: list[str] = []  # referenced first
+    while refers:
+        ready = sorted(name for name, needs in refers.items() if not needs - set(ordered))
+        ordered += ready or sorted(refers)  # a cycle: name order for what is left
+        for name in ready or list(refers):
+            refers.pop(name)
+    if referenced_last:
+        ordered.reverse()
+    moved = [op for op in operations if getattr(op, "table_name", None) in tables]
+    first = next(n for n, op in enumerate(operations) if op in moved)
+    grouped: list[ops.MigrateOperation] = []
+    for name in ordered:
+        own = [op for op in moved if op.table_name == name and not isinstance(op, kind)]  # type: ignore[attr-defined]
+        grouped += [tables[name]] if referenced_last else [tables[name], *own]
+    rest = [op for op in operations if op not in moved]
+    operations[:] = rest[:first] + grouped + rest[first:]
+
+
+def _referenced(op: ops.DropTableOp | ops.CreateTableOp) -> set[str]:
+    """The tables a table's foreign keys point at."""
+    return {
+        key.target_fullname.rsplit(".", 2)[-2]
+        for constraint in op.to_table().foreign_key_constraints
+        for key in constraint.elements
+    }

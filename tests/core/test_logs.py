@@ -60,8 +60,8 @@ async def test_every_line_is_json_with_the_request_id_and_no_secret(
             headers={"Authorization": f"Bearer {token}", "X-Request-ID": "me.42"},
         )
         assert me.headers["X-Request-ID"] == "me.42"
-        generated = await client.get(
-            f"/knowledge-bases/{uuid.uuid4()}",
+        generated = await client.delete(
+            f"/users/{uuid.uuid4()}",
             params={"t": token},
             headers={"Authorization": f"Bearer {token}"},
         )
@@ -89,7 +89,7 @@ async def test_every_line_is_json_with_the_request_id_and_no_secret(
     made = generated.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", made)
     [made_line] = [line for line in lines if line["request_id"] == made]
-    assert (made_line["route"], made_line["status"]) == ("/api/v1/knowledge-bases/{kb_id}", 404)
+    assert (made_line["route"], made_line["status"]) == ("/api/v1/users/{user_id}", 403)
     # An id that would forge log lines is replaced, not echoed.
     assert usable_request_id(forged.headers["X-Request-ID"])
     assert forged.headers["X-Request-ID"] != "x\tforged line"

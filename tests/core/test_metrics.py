@@ -31,18 +31,18 @@ def value(body: str, name: str, **labels: str) -> float:
 async def test_the_request_just_made_is_counted_by_route_template(
     client: httpx.AsyncClient,
 ) -> None:
-    route = "/api/v1/knowledge-bases/{kb_id}"
+    route = "/api/v1/users/{user_id}"
     before = (await client.get("/metrics")).text
-    missing = await client.get("/api/v1/knowledge-bases/8f3b0c1e-0000-4000-8000-000000000000")
+    missing = await client.delete("/api/v1/users/8f3b0c1e-0000-4000-8000-000000000000")
     assert missing.status_code == 401
     after = await client.get("/metrics")
     assert after.status_code == 200
     assert after.headers["content-type"].startswith("text/plain")
-    labels = {"method": "GET", "route": route, "status": "401"}
+    labels = {"method": "DELETE", "route": route, "status": "401"}
     assert value(after.text, "http_requests_total", **labels) == (
         value(before, "http_requests_total", **labels) + 1
     )
-    timed = {"method": "GET", "route": route}
+    timed = {"method": "DELETE", "route": route}
     assert value(after.text, "http_request_duration_seconds_count", **timed) >= 1
     # A path no route knows is one label, whatever the path; so is a method HTTP lacks.
     await client.request("BREW", "/api/v1/users/me")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -113,14 +112,13 @@ async def write(session: SessionDep) -> dict[str, bool]:
     return await in_transaction(session)
 
 
-async def test_reads_autocommit_and_writes_run_in_a_transaction(
-    migrated_db: URL, tmp_path: Path
-) -> None:
+async def test_reads_autocommit_and_writes_run_in_a_transaction(migrated_db: URL) -> None:
     """A read session pays no BEGIN/COMMIT round trips; a write session is one transaction.
 
     The handler's parameter type decides (`ReadSessionDep` or `SessionDep`), not the method.
     """
-    app = create_app(*configured(database_url=db.sync_url(migrated_db), file_storage_dir=tmp_path))
+    settings = configured(database_url=db.sync_url(migrated_db), background_in_process=False)
+    app = create_app(*settings)
     app.include_router(tx_router)
     transport = httpx.ASGITransport(app=app)
     async with (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from backend.core.config import PROJECT_ROOT
+from backend.main import MODULES
 
 BIN = Path(sys.executable).parent
 K8S = PROJECT_ROOT / "k8s"
@@ -115,3 +117,16 @@ def actionlint(*workflows: Path) -> list[dict[str, Any]]:
     )
     findings: list[dict[str, Any]] = json.loads(result.stdout)
     return findings
+
+
+def present_sections(text: str) -> str:
+    """`text` without the sections (`# --- <module> ---` to the next) of modules that are not
+    mounted: what `python3 dev.py module remove` takes out, seen as if it had."""
+    kept, inside = [], True
+    for line in text.splitlines(keepends=True):
+        marker = re.match(r"\s*# --- (\w+) ---", line)
+        if marker:
+            inside = marker[1] == "core" or marker[1] in MODULES
+        if inside:
+            kept.append(line)
+    return "".join(kept)

@@ -16,8 +16,9 @@ from datetime import timedelta
 from backend.core.config import Settings
 from backend.db.session import Database, create_engine
 from backend.modules.file import service
+from backend.modules.file.backends import make_storage
 from backend.modules.file.settings import FileSettings
-from backend.modules.file.storage import Storage, StorageError, make_storage
+from backend.modules.file.storage import Storage, StorageError
 
 logger = logging.getLogger(__name__)
 

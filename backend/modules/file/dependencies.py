@@ -15,11 +15,12 @@ from backend.core.limits import set_body_limit
 from backend.core.state import ReadinessChecks, app_state, provided
 from backend.db.session import Database, ReadSessionDep, release_connection
 from backend.modules.file import service
+from backend.modules.file.backends import make_storage
 from backend.modules.file.cleanup import run_periodically
 from backend.modules.file.exceptions import FileNotFound
 from backend.modules.file.models import File
 from backend.modules.file.settings import FileSettings, FileSettingsDep
-from backend.modules.file.storage import Storage, make_storage
+from backend.modules.file.storage import Storage
 from backend.modules.user.dependencies import CurrentUser
 from backend.modules.user.hooks import AccountHooks
 from backend.modules.user.models import User

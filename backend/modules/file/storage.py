@@ -15,8 +15,6 @@ from typing import BinaryIO, Protocol
 
 from anyio import to_thread
 
-from backend.modules.file.settings import FileSettings
-
 
 @dataclass(frozen=True)
 class StoredBlob:
@@ -121,15 +119,6 @@ def valid_key(key: str) -> str:
     if not is_blob_key(key):
         raise ValueError(f"bad storage key {key!r}")
     return key
-
-
-def make_storage(settings: FileSettings) -> Storage:
-    """The backend STORAGE_BACKEND names."""
-    if settings.storage_backend == "s3":
-        from backend.modules.file.s3 import S3Storage  # obstore loads only when it is used
-
-        return S3Storage.from_settings(settings)
-    return LocalStorage(settings.file_storage_dir)
 
 
 class LocalStorage:

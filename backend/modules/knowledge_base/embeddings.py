@@ -22,14 +22,8 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from backend.core.errors import AppError
+from backend.modules.knowledge_base.exceptions import EmbeddingError
 from backend.modules.knowledge_base.settings import WORDLLAMA_DIMS, KnowledgeBaseSettings
-
-
-class EmbeddingError(AppError):
-    status_code = 502
-    detail = "The embedding service failed"
-
 
 TextKind = Literal["passage", "query"]
 

@@ -86,3 +86,17 @@ class TooManyQueuedDocuments(TooManyRequests):
 
 class ParserUnavailable(Unavailable):
     """No parser process could be started: the document is tried again later."""
+
+
+class EmbeddingError(AppError):
+    status_code = 502
+    detail = "The embedding service failed"
+
+
+class UnreadableDocument(AppError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+class RerankError(AppError):
+    status_code = 502
+    detail = "The reranking service failed"

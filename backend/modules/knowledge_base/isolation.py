@@ -30,8 +30,8 @@ import sys
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
-from backend.modules.knowledge_base.exceptions import ParserUnavailable
-from backend.modules.knowledge_base.parsing import Kind, Section, UnreadableDocument, parse
+from backend.modules.knowledge_base.exceptions import ParserUnavailable, UnreadableDocument
+from backend.modules.knowledge_base.parsing import Kind, Section, parse
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 # A child that read a file larger than this, or returned more text, is not reused.

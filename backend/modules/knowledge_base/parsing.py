@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, ClassVar, Literal
 
-from fastapi import status
-
-from backend.core.errors import AppError
+from backend.modules.knowledge_base.exceptions import UnreadableDocument
 
 Kind = Literal["pdf", "docx", "html", "markdown", "text"]
 
@@ -50,10 +48,6 @@ SUFFIXES: dict[str, Kind] = {
 MAX_INFLATION = 50
 MAX_INFLATED_BYTES = 32 * 1024 * 1024
 HEADING_SEPARATOR = " > "
-
-
-class UnreadableDocument(AppError):
-    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
 
 
 @dataclass(frozen=True)

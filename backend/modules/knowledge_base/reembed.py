@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.config import SettingsError, get_settings
 from backend.db.session import create_engine
-from backend.modules.knowledge_base.embeddings import Embedder, EmbeddingError, create_embedder
+from backend.modules.knowledge_base.embeddings import Embedder, create_embedder
+from backend.modules.knowledge_base.exceptions import EmbeddingError
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,16 @@ async def reembed(
             report(progress)
         if found_any:
             continue
-        # While a model change is in progress, documents being ingested (by the old model, into
-        # `embedding`) will add chunks without the new vector: wait for them (not forever: with
-        # no worker running they never come; run `reembed` again once they have). Filling
-        # `embedding` itself there is nothing to wait for: the workers embed what they store.
-        if (
-            column != NEXT_COLUMN
-            or waited >= IN_FLIGHT_MAX_WAIT_SECONDS
-            or not await _ingestion_in_flight(engine)
-        ):
+        # A pass that took nothing ends the run only when no chunk lacks a vector: one committed
+        # behind the pass's cursor (or held by another run) is taken by the next pass. While a
+        # model change is in progress, documents being ingested (by the old model, into
+        # `embedding`) will add chunks without the new vector: wait for them too (not forever:
+        # with no worker running they never come; run `reembed` again once they have). Filling
+        # `embedding` itself, the workers embed what they store.
+        left = await _any_missing(engine, column) or (
+            column == NEXT_COLUMN and await _ingestion_in_flight(engine)
+        )
+        if not left or waited >= IN_FLIGHT_MAX_WAIT_SECONDS:
             return progress
         await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
         waited += IN_FLIGHT_POLL_SECONDS
@@ -157,6 +159,15 @@ async def catch_up(engine: AsyncEngine, embedder: Embedder) -> None:
 # While documents are queued or being processed (due now), `reembed` waits for their chunks.
 IN_FLIGHT_POLL_SECONDS = 0.5
 IN_FLIGHT_MAX_WAIT_SECONDS = 120.0
+
+
+async def _any_missing(engine: AsyncEngine, column: str) -> bool:
+    async with engine.connect() as conn:
+        # The column name comes from COLUMNS, never from input.
+        found = await conn.scalar(
+            text(f"SELECT EXISTS (SELECT FROM chunks WHERE {column} IS NULL)")
+        )
+    return bool(found)
 
 
 async def _ingestion_in_flight(engine: AsyncEngine) -> bool:

@@ -10,15 +10,10 @@ from typing import Any
 
 import httpx
 
-from backend.core.errors import AppError
 from backend.modules.knowledge_base.embeddings import post_retrying
+from backend.modules.knowledge_base.exceptions import RerankError
 from backend.modules.knowledge_base.schemas import SearchResult
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
-
-
-class RerankError(AppError):
-    status_code = 502
-    detail = "The reranking service failed"
 
 
 class Reranker:

@@ -15,18 +15,18 @@ from backend.modules.knowledge_base.dependencies import (
     RerankerDep,
     lifespan,
 )
-from backend.modules.knowledge_base.embeddings import EmbeddingError
 from backend.modules.knowledge_base.exceptions import (
     DocumentLimitReached,
     DocumentNotFound,
     DocumentTooLarge,
+    EmbeddingError,
+    RerankError,
     SearchTimedOut,
     SourceFileNotFound,
     TooManyQueuedDocuments,
     TooManySearches,
     UnsupportedDocumentType,
 )
-from backend.modules.knowledge_base.rerank import RerankError
 from backend.modules.knowledge_base.schemas import (
     DocumentCreate,
     DocumentPage,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import status
 
-from backend.core.errors import AppError, Conflict, NotFound
+from backend.core.errors import AppError, Conflict, NotFound, TooManyRequests
 
 
 class EmailTaken(Conflict):
@@ -40,3 +40,12 @@ class WrongPassword(AppError):
 
 class UserNotFound(NotFound):
     detail = "User not found"
+
+
+class TooManyAttempts(TooManyRequests):
+    detail = "Too many failed logins: try again later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed logins: try again in {retry_after} seconds", retry_after=retry_after
+        )

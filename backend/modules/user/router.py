@@ -11,7 +11,7 @@ from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
 from backend.core.security import create_access_token
 from backend.db.session import ReadSessionDep, SessionDep, independent_session
-from backend.modules.user import service, throttle
+from backend.modules.user import service
 from backend.modules.user.dependencies import (
     AccountHooksDep,
     CurrentSuperuser,
@@ -23,6 +23,7 @@ from backend.modules.user.exceptions import (
     EmailTaken,
     InactiveUser,
     InvalidCredentials,
+    TooManyAttempts,
     UsernameTaken,
     UserNotFound,
     WrongPassword,
@@ -60,7 +61,7 @@ async def register(session: SessionDep, data: UserCreate) -> UserRead:
     "/token",
     response_model=Token,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(InvalidCredentials, InactiveUser, throttle.TooManyAttempts),
+    responses=error_responses(InvalidCredentials, InactiveUser, TooManyAttempts),
 )
 async def token(
     request: Request,

@@ -26,20 +26,11 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.errors import TooManyRequests
+from backend.modules.user.exceptions import TooManyAttempts
 from backend.modules.user.models import LoginThrottle
 
 # Rows whose window ended this long ago are deleted when failures are recorded.
 _KEEP_EXPIRED = timedelta(hours=1)
-
-
-class TooManyAttempts(TooManyRequests):
-    detail = "Too many failed logins: try again later"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            f"Too many failed logins: try again in {retry_after} seconds", retry_after=retry_after
-        )
 
 
 def keys(account: str, address: str | None) -> list[str]:

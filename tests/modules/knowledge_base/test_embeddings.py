@@ -13,11 +13,11 @@ import pytest
 from backend.core.config import SettingsError
 from backend.main import create_app
 from backend.modules.knowledge_base.embeddings import (
-    EmbeddingError,
     HashingEmbedder,
     OpenAIEmbedder,
     WordLlamaEmbedder,
 )
+from backend.modules.knowledge_base.exceptions import EmbeddingError
 from backend.modules.knowledge_base.models import EMBEDDING_DIM
 from tests.support.loopback import read_body, respond, serve_asgi
 
