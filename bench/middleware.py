@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Any
 
-from backend.core.logs import RecordRequests, RequestIds, configure_logging, flush_logs
+from backend.core.logs import RecordRequests, configure_logging, flush_logs
+from backend.core.request_ids import RequestIds
 
 ROUNDS, CALLS = 3, 20_000
 

@@ -320,7 +320,7 @@ def vectors_section(results: dict[str, Any]) -> list[str]:
         "",
         f"{v['dimension']} dimensions, clustered synthetic unit vectors, cosine, k=10, "
         f"{v['size']['queries']} queries per setting, one session per query (as a request has). "
-        "The query is the app's own (`knowledge_base.service.nearest_chunks`); knowledge bases up "
+        "The query is the app's own (`knowledge_base.search.nearest_chunks`); knowledge bases up "
         f"to {v['size']['exact_max_chunks']:,} chunks are scanned exactly, larger ones use "
         "the HNSW index (m=16, ef_construction=200). Recall@10 is against exact neighbours. "
         "In the multi set every knowledge base draws from the same topics: *outside* is the "

@@ -16,7 +16,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError, msg
-from sqlalchemy import Connection, pool, text
+from sqlalchemy import Connection, pool
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -25,7 +25,12 @@ from backend.core.logs import configure_logging
 from backend.db.base import Base
 from backend.db.discovery import ModuleDiscoveryError, import_models
 from backend.db.embedded import EmbeddedDatabaseUnavailable
-from backend.db.migrations import describe_failure, describe_revision_error, migration_lock
+from backend.db.migrations import (
+    describe_failure,
+    describe_revision_error,
+    migrating,
+    time_limits,
+)
 from backend.db.review import order_table_drops, review
 from backend.db.session import database_url
 
@@ -127,12 +132,6 @@ COMMON_OPTIONS: dict[str, Any] = {
 }
 
 
-def _timeout_sql() -> list[str]:
-    lock_ms = int(settings.migration_lock_timeout * 1000)
-    statement_ms = int(settings.migration_statement_timeout * 1000)
-    return [f"SET lock_timeout = {lock_ms}", f"SET statement_timeout = {statement_ms}"]
-
-
 def _step() -> str:
     return getattr(context.get_context().opts.get("fn"), "__name__", "")
 
@@ -187,19 +186,8 @@ def do_run_migrations(connection: Connection) -> None:
         _run()
         return
 
-    with migration_lock(connection, wait=settings.migration_lock_wait):
-        # Only now, holding the lock: waiting for it must not be cut short by lock_timeout.
-        for statement in _timeout_sql():
-            connection.exec_driver_sql(statement)
-        connection.commit()
-        try:
-            _migrate()
-        finally:
-            if connection.in_transaction():
-                connection.rollback()
-            connection.execute(text("RESET lock_timeout"))
-            connection.execute(text("RESET statement_timeout"))
-            connection.commit()
+    with migrating(connection, settings):
+        _migrate()
 
 
 @contextmanager
@@ -280,7 +268,7 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         **COMMON_OPTIONS,
     )
-    for statement in _timeout_sql():
+    for statement in time_limits(settings):
         context.execute(statement)
     _run()
 

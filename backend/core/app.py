@@ -11,16 +11,11 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from backend.core.config import AppSettings, Settings, SettingsError
-from backend.core.errors import install_error_handlers
+from backend.core.handlers import install_error_handlers
 from backend.core.limits import BodySizeLimit, HeadAsGet, RetryReadsOnDisconnect
-from backend.core.logs import (
-    REQUEST_ID_HEADER,
-    RecordRequests,
-    RequestIds,
-    configure_logging,
-    flush_logs,
-)
+from backend.core.logs import RecordRequests, configure_logging, flush_logs
 from backend.core.openapi import install_openapi
+from backend.core.request_ids import REQUEST_ID_HEADER, RequestIds
 from backend.core.state import AppState
 from backend.core.tracing import Tracing
 

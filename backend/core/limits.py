@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.core.errors import RETRYABLE_HEADER
+from backend.core.handlers import RETRYABLE_HEADER
 
 
 class BodyStalled(HTTPException):

@@ -1,10 +1,8 @@
 """Logs an operator can use: one line per request, the request's id on every line of it, JSON
 in production and readable text in development.
 
-The request id comes from `X-Request-ID` when a client or the ingress sends a usable one, and
-is generated otherwise; it is returned in the response's `X-Request-ID` and attached to every
-log line written while the request runs (SQL errors, handlers' own lines), through a context
-variable that asgi-correlation-id keeps. The request line itself is written by `RecordRequests`:
+The request id (request_ids.py) is attached to every log line written while the request runs
+(SQL errors, handlers' own lines). The request line itself is written by `RecordRequests`:
 method, route template (`/api/v1/files/{file_id}`, never the ids or the query string, where
 tokens would leak), status and duration.
 """
@@ -13,50 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from asgi_correlation_id import CorrelationIdFilter, CorrelationIdMiddleware, correlation_id
+from asgi_correlation_id import CorrelationIdFilter, correlation_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core import metrics
 
-REQUEST_ID_HEADER = "X-Request-ID"
 LogFormat = Literal["json", "text"]
 request_log = logging.getLogger("backend.request")
 # Probes and scrapes every few seconds: counted in the metrics, not written to the log.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-
-# An incoming id is kept if it is short and plain (a UUID, nginx's 32 hex digits, a trace id);
-# anything else (too long, spaces, control characters that would forge log lines) is replaced.
-_USABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def usable_request_id(value: str) -> bool:
-    return _USABLE_ID.fullmatch(value) is not None
-
-
-def new_request_id() -> str:
-    """32 hex digits, like a UUID's. Unique, not secret: no system call for randomness."""
-    return f"{random.getrandbits(128):032x}"
-
-
-class RequestIds(CorrelationIdMiddleware):
-    """Pure ASGI: reads the request id (or makes one), keeps it in asgi-correlation-id's context
-    variable for the request's log lines, and returns it in the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(
-            app,
-            header_name=REQUEST_ID_HEADER,
-            generator=new_request_id,
-            validator=usable_request_id,
-        )
 
 
 class RecordRequests:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from backend.core.config import PROJECT_ROOT
+from backend.core.config import PROJECT_ROOT, Settings
 
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 SCRIPT_LOCATION = Path(__file__).resolve().parents[1] / "alembic"
@@ -108,6 +108,33 @@ def migration_lock(connection: Connection, *, wait: float, poll: float = 0.25) -
             connection.rollback()
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
         connection.commit()
+
+
+def time_limits(settings: Settings) -> list[str]:
+    """The statements that bound a migration run's waits (also printed by `--sql`)."""
+    lock_ms = int(settings.migration_lock_timeout * 1000)
+    statement_ms = int(settings.migration_statement_timeout * 1000)
+    return [f"SET lock_timeout = {lock_ms}", f"SET statement_timeout = {statement_ms}"]
+
+
+@contextmanager
+def migrating(connection: Connection, settings: Settings) -> Iterator[None]:
+    """A migration run's policy, around the block that runs it: the advisory lock every replica
+    takes (waiting at most MIGRATION_LOCK_WAIT), then the run's time limits
+    (MIGRATION_LOCK_TIMEOUT, MIGRATION_STATEMENT_TIMEOUT), set only once the lock is held, so
+    waiting for it is never cut short, and reset before it is released."""
+    with migration_lock(connection, wait=settings.migration_lock_wait):
+        for statement in time_limits(settings):
+            connection.exec_driver_sql(statement)
+        connection.commit()
+        try:
+            yield
+        finally:
+            if connection.in_transaction():
+                connection.rollback()
+            connection.execute(text("RESET lock_timeout"))
+            connection.execute(text("RESET statement_timeout"))
+            connection.commit()
 
 
 def _lock_holder(connection: Connection) -> tuple[int | None, str]:

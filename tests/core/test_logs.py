@@ -15,13 +15,12 @@ from sqlalchemy.engine import URL
 
 from backend.core.logs import (
     RecordRequests,
-    RequestIds,
     configure_logging,
     flush_logs,
     request_log,
     route_template,
-    usable_request_id,
 )
+from backend.core.request_ids import RequestIds, usable_request_id
 from tests.support import db
 from tests.support.server import uvicorn_server
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from backend.core.config import AppSettings, settings_classes
+from backend.main import module_routers
+
+module_routers()  # imports every mounted module, with its settings class
 
 
 def configured(**values: Any) -> list[AppSettings]:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response, status
 from backend.core.errors import error_responses
 from backend.core.pagination import PageDep
 from backend.db.session import ReadSessionDep, SessionDep
+from backend.modules.knowledge_base import search as searching
 from backend.modules.knowledge_base import service
 from backend.modules.knowledge_base.dependencies import (
     EmbedderDep,
@@ -169,7 +170,7 @@ async def search(
     """The `top_k` chunks of this knowledge base that best answer the query, best first:
     `hybrid` (default) fuses meaning (vectors) and words (full-text) by reciprocal rank;
     `vector` and `keyword` use one alone."""
-    results = await service.search(
+    results = await searching.search(
         session,
         kb=kb,
         query=data.query,

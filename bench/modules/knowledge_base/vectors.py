@@ -8,7 +8,7 @@ Two data sets, each in its own database migrated by the real `alembic upgrade he
   lie in other knowledge bases and the knowledge-base filter has to skip them: the report gives
   that share for each probe.
 Chunks are loaded with COPY, then the migration's HNSW index is rebuilt (timed, sized). Queries go
-through `backend.modules.knowledge_base.service.nearest_chunks`, the query the search endpoint
+through `backend.modules.knowledge_base.search.nearest_chunks`, the query the search endpoint
 runs; recall@10 is against exact cosine neighbours computed with numpy.
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, KnowledgeBase
-from backend.modules.knowledge_base.service import nearest_chunks, uses_exact_search
+from backend.modules.knowledge_base.search import nearest_chunks, uses_exact_search
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.db import alembic_upgrade, dsn, scratch_database
 

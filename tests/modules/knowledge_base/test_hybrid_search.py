@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
 from backend.modules.knowledge_base.models import Chunk
-from backend.modules.knowledge_base.service import HYBRID_CANDIDATES, RRF_K
+from backend.modules.knowledge_base.search import HYBRID_CANDIDATES, RRF_K
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.modules.knowledge_base.test_knowledge_base import KBS, add_text, make_kb
 from tests.modules.user.factories import user_with_token

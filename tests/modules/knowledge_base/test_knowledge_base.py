@@ -15,7 +15,7 @@ from backend.db.session import Database
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.embeddings import WordLlamaEmbedder
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
-from backend.modules.knowledge_base.service import use_index_settings
+from backend.modules.knowledge_base.search import use_index_settings
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.modules.knowledge_base.ingest import add_document
 from tests.modules.user.factories import user_with_token
