@@ -97,3 +97,22 @@ class Chunk(UUIDPrimaryKey, Base):
         ),
         Index("ix_chunks_search_vector", "search_vector", postgresql_using="gin"),
     )
+
+
+class ChunkTerm(Base):
+    """A chunk's lexeme and how often it occurs: the postings keyword search ranks by BM25
+    (search.py). Kept by PostgreSQL itself, from `chunks.search_vector`, by the statement
+    triggers revision 5e1b7a9c3d40 puts on `chunks` (any write path: COPY, an UPDATE of the
+    language); a chunk's postings go with it."""
+
+    __tablename__ = "chunk_terms"
+
+    # Repeated from the chunk: a search reads one knowledge base's postings of a few lexemes.
+    knowledge_base_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    chunk_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # Occurrences of the lexeme in the chunk, and the chunk's distinct lexemes (its length).
+    tf: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)

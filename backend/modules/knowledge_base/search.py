@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
+    Float,
     Select,
-    Text,
+    Uuid,
     bindparam,
-    cast,
+    column,
     func,
     select,
     text,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,9 +116,15 @@ async def _search(
     embedder: Embedder,
     settings: KnowledgeBaseSettings,
 ) -> Sequence[SearchResult]:
+    words = {
+        "kb_id": kb.id,
+        "query": query,
+        "language": settings.search_language,
+        "chunks": max(kb.chunk_count, 1),
+    }
     if mode == "keyword":
-        parameters = {"kb_id": kb.id, "query": query, "language": settings.search_language}
-        rows = (await session.execute(KEYWORD, parameters | {"top_k": top_k})).all()
+        parameters = words | {"strict": uses_search_syntax(query), "limit": top_k}
+        rows = (await session.execute(KEYWORD, parameters)).all()
         return [_result(r, r.score) for r in rows]
     [vector] = await embedder.embed([query], kind="query")
     if mode == "vector":
@@ -128,16 +134,21 @@ async def _search(
     else:
         await use_index_settings(session, settings)
         statement = INDEXED_HYBRID
-    parameters = {
-        "kb_id": kb.id,
+    candidates = max(top_k, HYBRID_CANDIDATES)
+    parameters = words | {
         "vector": vector,
-        "query": query,
-        "language": settings.search_language,
-        "candidates": max(top_k, HYBRID_CANDIDATES),
+        "strict": False,
+        "candidates": candidates,
+        "limit": candidates,
         "top_k": top_k,
     }
     rows = (await session.execute(statement, parameters)).all()
     return [_result(r, r.score) for r in rows]
+
+
+def uses_search_syntax(query: str) -> bool:
+    """Whether the query asks for more than its words: a "phrase", an -exclusion, or `or`."""
+    return '"' in query or re.search(r"(^|\s)-\w|\s(or|OR)\s", query) is not None
 
 
 # What a search result shows of a chunk: its text and where it came from.
@@ -191,40 +202,57 @@ def _indexed_nearest(limit: str = "top_k") -> Select[Any]:
     return select(nearest).order_by(nearest.c.distance)
 
 
-def _all_words() -> ColumnElement[Any]:
-    """The query as a search box reads it: every word, "phrases", -exclusions, `or`."""
-    return func.websearch_to_tsquery(cast(bindparam("language"), REGCONFIG), bindparam("query"))
+# BM25 over every chunk of the knowledge base holding a query word (Okapi BM25 with Lucene's
+# IDF), read from the postings in `chunk_terms` (kept by triggers on `chunks`): a word weighs
+# by its rarity in the knowledge base (its df: its postings there, all read), a chunk's term
+# frequency is damped and normalised by its length (distinct lexemes) against the average
+# length of the chunks read. `:strict`: the query's search-box syntax ("phrases",
+# -exclusions, or) also filters, as `websearch_to_tsquery` reads it.
+BM25_K1 = 1.2
+BM25_B = 0.75
+BM25 = f"""
+WITH terms AS (
+    SELECT DISTINCT unnest(tsvector_to_array(to_tsvector(CAST(:language AS regconfig), :query)))
+        AS lexeme
+), postings AS MATERIALIZED (
+    SELECT p.chunk_id AS id, p.lexeme, p.tf, p.length
+    FROM chunk_terms AS p JOIN terms USING (lexeme)
+    WHERE p.knowledge_base_id = :kb_id
+), df AS (
+    SELECT lexeme, count(*) AS n FROM postings GROUP BY lexeme
+), average AS (
+    SELECT greatest(avg(length), 1) AS length FROM postings
+)
+SELECT p.id, sum(
+    ln(1 + (:chunks - df.n + 0.5) / (df.n + 0.5))
+    * p.tf * ({BM25_K1} + 1)
+    / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / average.length))
+) AS score
+FROM postings AS p JOIN df USING (lexeme), average
+WHERE NOT :strict OR EXISTS (
+    SELECT FROM chunks AS c WHERE c.id = p.id AND c.search_vector @@ websearch_to_tsquery(
+        CAST(:language AS regconfig), :query)
+)
+GROUP BY p.id
+ORDER BY score DESC, p.id
+LIMIT :limit
+"""
 
 
-def _any_word() -> ColumnElement[Any]:
-    """Any of the query's words (stemmed, stop words dropped): a question's words are not all
-    in the passage that answers it. PostgreSQL's own text of the AND query, with OR instead
-    (lexemes never hold spaces), read back as a tsquery."""
-    plain = func.plainto_tsquery(cast(bindparam("language"), REGCONFIG), bindparam("query"))
-    return cast(func.replace(cast(plain, Text), " & ", " | "), TSQUERY)
-
-
-def _keyword(limit: str = "top_k", words: ColumnElement[Any] | None = None) -> Select[Any]:
-    # The tsquery in a scalar subquery: computed once, and a constant the GIN index can use.
-    tsquery = select(_all_words() if words is None else words).scalar_subquery()
-    matching = (
-        select(*RESULT_COLUMNS, Chunk.search_vector)
-        .where(Chunk.knowledge_base_id == bindparam("kb_id"), Chunk.search_vector.op("@@")(tsquery))
-        .limit(KEYWORD_SCAN_LIMIT)
-        .subquery("matching")
-    )
-    score = func.ts_rank_cd(matching.c.search_vector, tsquery).label("score")
+def _keyword() -> Select[Any]:
+    """The BM25 ranking's first `:limit` chunks, as search results."""
+    ranked = text(BM25).columns(column("id", Uuid), column("score", Float)).subquery("bm25")
     return (
-        select(*_result_columns(matching.c), score)
-        .order_by(score.desc(), matching.c.id)
-        .limit(bindparam(limit))
+        select(*RESULT_COLUMNS, ranked.c.score)
+        .join(ranked, ranked.c.id == Chunk.id)
+        .order_by(ranked.c.score.desc(), Chunk.id)
     )
 
 
 def _hybrid(nearest: Select[Any]) -> Select[Any]:
     """Reciprocal rank fusion of `nearest` and the keyword ranking, each cut at `candidates`."""
     by_vector = nearest.subquery("by_vector")
-    by_keyword = _keyword(limit="candidates", words=_any_word()).subquery("by_keyword")
+    by_keyword = _keyword().subquery("by_keyword")
     ranked = union_all(
         select(
             by_vector.c.id,
@@ -253,11 +281,6 @@ def _hybrid(nearest: Select[Any]) -> Select[Any]:
 # Reciprocal rank fusion's constant (Cormack et al.'s 60), and how deep each ranking is read.
 RRF_K = 60
 HYBRID_CANDIDATES = 50
-# Chunks ranked by words at most: ranking reads each matching chunk's tsvector, and a common
-# word matches most of a large knowledge base (measured on the bench's 6,408 chunks: 76-96 ms
-# to rank 6,000 matches, 3-5 ms for 500, against 5-10 ms for the vector half). Past it, the
-# ranking is of the first 500 matches found, not of all.
-KEYWORD_SCAN_LIMIT = 500
 
 # Built once with bind parameters: building these per request cost more CPU than running them.
 _QUERY_VECTOR = query_vector("vector", EMBEDDING_DIM)
