@@ -111,7 +111,7 @@ class SearchResult(BaseModel):
     # Where the chunk came from: its page (PDFs, from 1) and heading path ("Guide > Install").
     page: int | None = None
     section: str | None = None
-    # vector: cosine similarity; keyword: ts_rank_cd; hybrid: the fused reciprocal-rank score.
+    # vector: cosine similarity; keyword: BM25; hybrid: the fused reciprocal-rank score.
     # Higher is better within one mode; scores of different modes do not compare.
     score: float
 

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from bench.modules.knowledge_base.quality import evaluate, load_beir, ndcg, recall, report
+from backend.core.config import PROJECT_ROOT
+from bench.modules.knowledge_base.quality import (
+    Dataset,
+    bm25_yardstick,
+    evaluate,
+    load_beir,
+    ndcg,
+    recall,
+    report,
+)
 from tests.modules.knowledge_base.test_knowledge_base import PARAPHRASES, QUESTIONS
 
 pytestmark = pytest.mark.slow
@@ -60,3 +69,34 @@ async def test_the_benchmark_scores_each_embedder_and_mode(server: URL, tmp_path
     assert default["modes"]["keyword"]["recall"] < 0.5
     table = report(dataset, [hashing, default])
     assert "| wordllama | vector | 1.000 | 1.000 |" in table
+
+
+SCIFACT = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
+
+
+def scifact_slice(queries: int = 80, others: int = 800) -> Dataset:
+    """SciFact's first `queries` test claims, their cited abstracts and `others` more."""
+    full = load_beir(SCIFACT)
+    asked = dict(sorted(full.queries.items())[:queries])
+    judged = {q: full.qrels[q] for q in asked}
+    cited = {doc for docs in judged.values() for doc in docs}
+    kept = cited | set(sorted(set(full.corpus) - cited)[:others])
+    corpus = {doc: text for doc, text in full.corpus.items() if doc in kept}
+    return Dataset("scifact-slice", corpus, asked, judged)
+
+
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason=f"no SciFact at {SCIFACT}")
+async def test_on_a_scifact_slice_keyword_matches_bm25_and_hybrid_beats_both_halves(
+    server: URL,
+) -> None:
+    """The ordering the full SciFact run established (bench/results/quality.md), on a slice
+    small enough for the suite: keyword search level with bm25s, hybrid above each half."""
+    dataset = scifact_slice()
+    yardstick = bm25_yardstick(dataset)["modes"]["keyword"]["ndcg"]
+
+    modes = (await evaluate(server, dataset, "wordllama"))["modes"]
+
+    vector, keyword, hybrid = (modes[m]["ndcg"] for m in ("vector", "keyword", "hybrid"))
+    # On the whole set keyword is within 0.01 of bm25s; a slice's few queries move it more.
+    assert keyword >= yardstick - 0.03, (keyword, yardstick)
+    assert hybrid >= max(vector, keyword), modes

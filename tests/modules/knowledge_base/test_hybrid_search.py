@@ -8,12 +8,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
 from backend.modules.knowledge_base.models import Chunk
-from backend.modules.knowledge_base.search import HYBRID_CANDIDATES, RRF_K
+from backend.modules.knowledge_base.search import HYBRID_CANDIDATES, HYBRID_KEYWORD_WEIGHT
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.modules.knowledge_base.test_knowledge_base import KBS, add_text, make_kb
 from tests.modules.user.factories import user_with_token
@@ -47,9 +47,9 @@ async def corpus(
     _, headers = await user_with_token(client, session)
     kb, other = await make_kb(client, headers, "kb"), await make_kb(client, headers, "other")
     ids = {}
-    for name, text in DOCUMENTS.items():
-        ids[name] = (await add_text(client, headers, kb, name, text)).json()["id"]
-        await add_text(client, headers, other, name, text)
+    for name, body in DOCUMENTS.items():
+        ids[name] = (await add_text(client, headers, kb, name, body)).json()["id"]
+        await add_text(client, headers, other, name, body)
     return headers, kb, ids
 
 
@@ -82,7 +82,48 @@ async def test_keyword_search_stems_parses_web_syntax_and_stays_in_its_knowledge
     assert all(score > 0 for score in scores)
 
 
-async def test_hybrid_is_the_reciprocal_rank_fusion_of_both_rankings(
+async def test_keyword_search_ranks_a_question_by_its_informative_words(
+    client: httpx.AsyncClient,
+    corpus: tuple[dict[str, str], str, dict[str, str]],
+    session: AsyncSession,
+) -> None:
+    """BM25: the answer need not hold every word of the question, and a word that many chunks
+    hold weighs less than one few hold."""
+    headers, kb, ids = corpus
+    by_id = {v: k for k, v in ids.items()}
+    question = "Which planet in our solar system has the moons Europa and Ganymede?"
+    found = await search(client, headers, kb, question, mode="keyword")
+    assert [by_id[r["document_id"]] for r in found] == ["moons"]  # "solar" is in no chunk
+    # "database" is in one chunk; "nightly" too, but added five more times it is common.
+    for n in range(5):
+        await add_text(client, headers, kb, f"note {n}", f"The nightly job {n} finished.")
+    ranked = await search(client, headers, kb, "nightly database", mode="keyword")
+    assert by_id[ranked[0]["document_id"]] == "backup"  # holds both
+    scores = {by_id.get(r["document_id"], "note"): r["score"] for r in ranked}
+    assert scores["note"] < scores["backup"]
+
+    # The postings follow the chunks: a new language re-indexes them, a deletion removes them.
+    postings = "SELECT count(*) FROM chunk_terms WHERE knowledge_base_id = :kb AND lexeme = :w"
+    assert await session.scalar(text(postings), {"kb": kb, "w": "the"}) == 0  # a stop word
+    await session.execute(
+        text("UPDATE chunks SET language = 'simple' WHERE knowledge_base_id = :kb"), {"kb": kb}
+    )
+    assert await session.scalar(text(postings), {"kb": kb, "w": "the"}) > 0
+    await client.delete(f"{KBS}/{kb}/documents/{ids['moons']}", headers=headers)
+    assert await session.scalar(text(postings), {"kb": kb, "w": "ganymede"}) == 0
+
+
+def scaled(results: list[dict[str, Any]], weight: float) -> dict[str, float]:
+    """Each result's score scaled to 0..1 over the list, times `weight`."""
+    scores = [r["score"] for r in results]
+    low, high = min(scores), max(scores)
+    return {
+        r["chunk_id"]: weight * ((r["score"] - low) / (high - low) if high > low else 1.0)
+        for r in results
+    }
+
+
+async def test_hybrid_sums_both_rankings_scaled_and_weighted(
     client: httpx.AsyncClient,
     corpus: tuple[dict[str, str], str, dict[str, str]],
     app: FastAPI,
@@ -91,29 +132,23 @@ async def test_hybrid_is_the_reciprocal_rank_fusion_of_both_rankings(
     for exact in (True, False):  # a small knowledge base's exact scan, then the HNSW path
         settings = app_state(app).get(KnowledgeBaseSettings)
         settings.search_exact_max_chunks = 10_000 if exact else 0
-        # Hybrid's keyword half takes chunks with any of the words: "a or b" in keyword mode.
-        for words in (["database", "pool", "timed"], ["jupiter", "moons"], ["release", "roll"]):
-            query = " ".join(words)
+        for query in ("database pool timed", "jupiter moons", "release roll"):
             deep = HYBRID_CANDIDATES
             vector = await search(client, headers, kb, query, top_k=deep, mode="vector")
-            any_word = " or ".join(words)
-            keyword = await search(client, headers, kb, any_word, top_k=deep, mode="keyword")
+            keyword = await search(client, headers, kb, query, top_k=deep, mode="keyword")
             assert len(vector) == len(DOCUMENTS)  # only this knowledge base's chunks
             assert keyword
-            fused: dict[str, float] = {}
-            for ranking in (vector, keyword):
-                for rank, result in enumerate(ranking, start=1):
-                    fused[result["chunk_id"]] = fused.get(result["chunk_id"], 0) + 1 / (
-                        RRF_K + rank
-                    )
+            fused = scaled(vector, 1 - HYBRID_KEYWORD_WEIGHT)
+            for chunk, part in scaled(keyword, HYBRID_KEYWORD_WEIGHT).items():
+                fused[chunk] = fused.get(chunk, 0.0) + part
             expected = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:4]
 
             hybrid = await search(client, headers, kb, query, top_k=4)
 
             assert [r["chunk_id"] for r in hybrid] == [chunk for chunk, _ in expected], query
             assert [r["score"] for r in hybrid] == pytest.approx([s for _, s in expected])
-            # Found by both: ranked above what only one ranking has.
-            assert hybrid[0]["chunk_id"] in {r["chunk_id"] for r in keyword}
+            # The keyword ranking's best, found by both, leads.
+            assert hybrid[0]["chunk_id"] == keyword[0]["chunk_id"]
 
 
 async def test_chunks_are_indexed_in_the_configured_language(
