@@ -114,13 +114,15 @@ def _pdf(raw: bytes, max_pages: int, max_chars: int) -> list[Section]:
                 f"The PDF has {pages} pages; the limit is {max_pages} (MAX_DOCUMENT_PAGES)"
             )
         headings = _outline_by_page(reader)
-        sections = []
+        sections: list[Section] = []
         heading = None
         chars = 0
         for number, page in enumerate(reader.pages, start=1):
-            heading = headings.get(number, heading)
-            sections.append(Section(page.extract_text() or "", page=number, heading=heading))
-            chars += len(sections[-1].text)
+            text = page.extract_text() or ""
+            for piece, covering in _at_bookmarks(text, headings.get(number, []), heading):
+                sections.append(Section(piece, page=number, heading=covering))
+                heading = covering
+            chars += len(text)
             _check_length(chars, max_chars)  # before the next page is drawn
     except UnreadableDocument:
         raise
@@ -141,9 +143,39 @@ def _opens_without_password(reader: Any) -> bool:
         return False
 
 
-def _outline_by_page(reader: Any) -> dict[int, str]:
-    """The bookmark path that starts on each page, from the PDF's outline (if it has one)."""
-    found: dict[int, str] = {}
+def _at_bookmarks(
+    text: str, paths: list[str], carried: str | None
+) -> Iterator[tuple[str, str | None]]:
+    """A page's text cut where its bookmarks' titles start, each piece with the bookmark path
+    that covers it: the text before the first title keeps the heading carried from the pages
+    before, and the last bookmark carries on past the page. A title the text does not show (it
+    was extracted otherwise) takes over where the cutting has got to. A title counts where a
+    line starts with it, as a heading's does, in any case."""
+    current, start = carried, 0
+    for path in paths:
+        # Its first words are enough to find it (and bound what a hostile outline costs).
+        title = path.rsplit(HEADING_SEPARATOR, 1)[-1].split()[:12]
+        found = (
+            re.compile(r"^[ \t]*" + r"\s+".join(map(re.escape, title)), _HEADING).search(
+                text, start
+            )
+            if title
+            else None
+        )
+        if found is not None and found.start() > start:
+            if text[start : found.start()].strip():
+                yield text[start : found.start()], current
+            start = found.start()
+        current = path
+    yield text[start:], current
+
+
+_HEADING = re.IGNORECASE | re.MULTILINE
+
+
+def _outline_by_page(reader: Any) -> dict[int, list[str]]:
+    """The bookmark paths that start on each page, in the outline's order (if it has one)."""
+    found: dict[int, list[str]] = {}
 
     def walk(items: list[Any], path: tuple[str, ...]) -> None:
         current = path
@@ -154,7 +186,7 @@ def _outline_by_page(reader: Any) -> dict[int, str]:
             current = (*path, str(item.title).strip())
             page = reader.get_destination_page_number(item)
             if page is not None and page >= 0:
-                found.setdefault(page + 1, HEADING_SEPARATOR.join(current))
+                found.setdefault(page + 1, []).append(HEADING_SEPARATOR.join(current))
 
     try:
         walk(reader.outline, ())

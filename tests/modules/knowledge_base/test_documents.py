@@ -72,6 +72,39 @@ async def test_a_pdf_keeps_its_pages_and_bookmarks(
     assert (found["page"], found["section"]) == (3, "Handbook > Calibration")
 
 
+async def test_a_pdf_page_with_several_bookmarks_is_cut_at_their_titles(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """A chapter and its first section start on one page: each keeps its own text, and the
+    last bookmark of a page covers the next page's text until another starts."""
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    content = pdf(
+        [
+            "Chapter 1 Getting started\nThis chapter introduces the telescope.\n"
+            "1.1 Installing\nBolt the mount to the pier.",
+            "Level the mount with the bubble gauge.\n1.2 Aligning\nPoint it at Polaris.",
+        ],
+        outline=[
+            ("Chapter 1 Getting started", 0, 0),
+            ("1.1 Installing", 0, 1),
+            ("1.2 Aligning", 1, 1),
+        ],
+    )
+    document = await document_from(client, headers, kb, "manual.pdf", content, PDF)
+    assert document.json()["status"] == "ready", document.text
+
+    chapter = "Chapter 1 Getting started"
+    for query, page, section in (
+        ("what does this chapter introduce", 1, chapter),
+        ("bolt the mount to the pier", 1, f"{chapter} > 1.1 Installing"),
+        ("level the mount with the bubble gauge", 2, f"{chapter} > 1.1 Installing"),
+        ("point it at Polaris", 2, f"{chapter} > 1.2 Aligning"),
+    ):
+        found = await best(client, headers, kb, query)
+        assert (found["page"], found["section"]) == (page, section), query
+
+
 async def test_a_pdf_with_an_empty_password_is_read(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
