@@ -28,7 +28,7 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size("tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1, 2), 0, pool_timeout=30.0),
+    "tiny": Size("tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1,), 0, pool_timeout=30.0),
     "quick": Size("quick", 4, 3, 16, 8, 0.1, 1, 1, 4, 4, 0, (), 0),
     "full": Size("full", 10, 3, 16, 200, 4.0, 3, 3, 10, 4, 60, (1, 2, 4), 6),
 }
