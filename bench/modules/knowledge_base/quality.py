@@ -24,6 +24,7 @@ import math
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,10 @@ from backend.core.config import PROJECT_ROOT
 from backend.core.state import app_state
 from backend.db.embedded import embedded_database_url
 from backend.main import create_app
+from backend.modules.knowledge_base.chunking import split_text
+from backend.modules.knowledge_base.embeddings import create_embedder
 from backend.modules.knowledge_base.ingestion import Ingestion
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from bench.db import alembic_upgrade, dsn, scratch_database
 from tests.support.settings import (
     configured,  # the tests' helper (settings by name, whichever class declares them)
@@ -89,6 +93,37 @@ def ndcg(ranked: list[str], judged: dict[str, int], k: int = K) -> float:
 
 def recall(ranked: list[str], judged: dict[str, int], k: int = K) -> float:
     return len(set(ranked[:k]) & set(judged)) / len(judged) if judged else 0.0
+
+
+async def embedder_cost(dataset: Dataset, embedder: str, chunks: int = 2000) -> dict[str, float]:
+    """The embedder alone, on the corpus's first chunks as ingestion cuts them: chunks/s on one
+    core (batches of EMBEDDING_BATCH_SIZE), and the memory its model and its work take (the
+    peak of what Python allocated meanwhile, weights included)."""
+    settings = KnowledgeBaseSettings(embedding_provider=embedder)
+    texts: list[str] = []
+    for title, text in dataset.corpus.values():
+        body = f"{title}\n\n{text}".strip()
+        texts += split_text(body, size=settings.chunk_size, overlap=settings.chunk_overlap)
+        if len(texts) >= chunks:
+            break
+    model = create_embedder(settings)
+    await model.embed(texts[: settings.embedding_batch_size])  # loaded, warm
+    started = time.perf_counter()
+    for at in range(0, len(texts), settings.embedding_batch_size):
+        await model.embed(texts[at : at + settings.embedding_batch_size])
+    seconds = time.perf_counter() - started
+    await model.aclose()
+    # Memory apart: tracing every allocation would slow what was just timed.
+    tracemalloc.start()
+    try:
+        model = create_embedder(settings)
+        for at in range(0, min(len(texts), 512), settings.embedding_batch_size):
+            await model.embed(texts[at : at + settings.embedding_batch_size])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    await model.aclose()
+    return {"chunks_per_s": len(texts) / seconds, "memory_mb": peak / 2**20}
 
 
 async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, Any]:
@@ -149,7 +184,13 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
                     "recall": statistics.mean(recalls),
                     "p50_ms": statistics.median(seconds) * 1000,
                 }
-    return {"embedder": embedder, "ingest_s": ingest_seconds, "refused": refused, "modes": scores}
+    return {
+        "embedder": embedder,
+        "ingest_s": ingest_seconds,
+        "refused": refused,
+        "modes": scores,
+        "cost": await embedder_cost(dataset, embedder),
+    }
 
 
 def bm25_yardstick(dataset: Dataset) -> dict[str, Any]:
@@ -212,6 +253,21 @@ def report(dataset: Dataset, results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {result['embedder']} | {mode} | {score['ndcg']:.3f} | {score['recall']:.3f} "
                 f"| {score['p50_ms']:.1f} | {result['ingest_s']:.1f} | {result['refused']} |"
+            )
+    costs = [r for r in results if "cost" in r]
+    if costs:
+        lines += [
+            "",
+            "Embedders (offline: the weights ship in the package), each alone on one core:",
+            "",
+            "| embedder | hybrid nDCG@10 | vector nDCG@10 | chunks/s | memory MB |",
+            "|---|---|---|---|---|",
+        ]
+        for r in costs:
+            lines.append(
+                f"| {r['embedder']} | {r['modes']['hybrid']['ndcg']:.3f} "
+                f"| {r['modes']['vector']['ndcg']:.3f} | {r['cost']['chunks_per_s']:,.0f} "
+                f"| {r['cost']['memory_mb']:.0f} |"
             )
     return "\n".join(lines) + "\n"
 
