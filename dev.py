@@ -119,8 +119,10 @@ def module(uv: str, extra: list[str]) -> None:
     python = None
     if "--python" in args:
         at = args.index("--python")
-        python = args[at + 1 : at + 2] or sys.exit("--python needs an interpreter")
-        del args[at : at + 2]
+        if at + 1 >= len(args):
+            sys.exit("--python needs an interpreter")
+        python = args.pop(at + 1)
+        del args[at]
     if len(args) != 2 or args[0] != "remove":
         sys.exit("usage: python3 dev.py module remove NAME [--no-lock] [--python EXE]")
     name = args[1]
@@ -158,16 +160,23 @@ def module(uv: str, extra: list[str]) -> None:
     print(f"removed {', '.join(f'{f}/{name}/' for f in MODULE_FOLDERS)}, its line in")
     print(f"backend/main.py and its dependencies ({', '.join(dropped) or 'none'}).", flush=True)
 
+    message = f"remove the {name} module"
+
     def alembic(*alembic_args: str) -> None:
-        if python:
-            subprocess.run([*python, "-m", "alembic", *alembic_args], cwd=ROOT, check=True)
-        else:
-            run(uv, "run", "--locked", "alembic", *alembic_args)
+        command = [python, "-m"] if python else [uv, "run", "--locked"]
+        print("+", " ".join([*command, "alembic", *alembic_args]), flush=True)
+        if subprocess.run([*command, "alembic", *alembic_args], cwd=ROOT).returncode != 0:
+            sys.exit(
+                f"the {name} module's files are gone, but its tables are not: once the database "
+                f"answers, run `python3 dev.py alembic upgrade head`, then `python3 dev.py alembic "
+                f'revision --autogenerate -m "{message}"`, read its REVIEW notes and give it '
+                f'squawk_ignore = {{"ban-drop-table": "<why>"}}'
+            )
 
     # The database at the old head (its revisions stay: the tables' history), then the drop.
     before = set((ROOT / "backend" / "alembic" / "versions").glob("*.py"))
     alembic("upgrade", "head")
-    alembic("revision", "--autogenerate", "-m", f"remove the {name} module")
+    alembic("revision", "--autogenerate", "-m", message)
     for script in set((ROOT / "backend" / "alembic" / "versions").glob("*.py")) - before:
         # The drops are what was asked for: the migration linter is told so, with the reason.
         text = script.read_text(encoding="utf-8")

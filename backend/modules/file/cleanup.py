@@ -42,7 +42,7 @@ async def run_periodically(database: Database, storage: Storage, settings: FileS
     while True:
         try:
             await run_once(database, storage, settings)
-        except (StorageError, OSError) as exc:
+        except StorageError as exc:  # the store is away: one line, not a traceback an hour
             logger.error(
                 "orphan cleanup failed, retried in %gs: %s", settings.file_cleanup_seconds, exc
             )

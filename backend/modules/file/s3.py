@@ -148,12 +148,15 @@ class S3Storage:
 
     async def keys_older_than(self, cutoff: datetime) -> list[str]:
         keys = []
-        async for batch in obstore.list(self.store, chunk_size=1000):
-            keys += [
-                meta["path"]
-                for meta in batch
-                if is_blob_key(meta["path"]) and meta["last_modified"] < cutoff
-            ]
+        try:
+            async for batch in obstore.list(self.store, chunk_size=1000):
+                keys += [
+                    meta["path"]
+                    for meta in batch
+                    if is_blob_key(meta["path"]) and meta["last_modified"] < cutoff
+                ]
+        except (BaseError, OSError) as exc:
+            raise StorageError(cause(exc)) from exc
         return keys
 
 

@@ -150,20 +150,19 @@ async def delete_all(session: AsyncSession, *, owner: User, storage: Storage) ->
 async def remove_blobs(storage: Storage, keys: Sequence[str]) -> None:
     """Delete blobs whose rows are gone; those the storage refuses are left to the orphan
     cleanup (its next run after the storage answers again), and said so in the log."""
-    left: Sequence[str] = ()
+    left = 0
     for key in keys:
         try:
             await storage.delete(key)
         except StorageError as exc:
-            if not left:
+            left += 1
+            if left == 1:
                 logger.error("file storage could not delete blob %s: %s", key, exc)
-            left = (*left, key)
     if left:
         logger.warning(
-            "%d deleted file(s) left their blob in storage (first: %s); the orphan cleanup "
-            "removes them on its first run after the storage answers (FILE_CLEANUP_SECONDS)",
-            len(left),
-            left[0],
+            "%d deleted file(s) left their blob in storage; the orphan cleanup removes them on "
+            "its first run after the storage answers (FILE_CLEANUP_SECONDS)",
+            left,
         )
 
 

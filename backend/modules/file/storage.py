@@ -72,7 +72,9 @@ class Storage(Protocol):
         """Raise `StorageError`, saying why, unless blobs can be kept and read (for /readyz)."""
         ...
 
-    async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
+    async def keys_older_than(self, cutoff: datetime) -> list[str]:
+        """Our blobs last written before `cutoff`; `StorageError` when it cannot be listed."""
+        ...
 
 
 class Measured:
@@ -199,4 +201,7 @@ class LocalStorage:
                 if is_blob_key(entry.name) and entry.is_file() and entry.stat().st_mtime < limit
             ]
 
-        return await to_thread.run_sync(scan)
+        try:
+            return await to_thread.run_sync(scan)
+        except OSError as exc:
+            raise StorageError.from_os_error(exc) from exc
