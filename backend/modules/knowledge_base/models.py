@@ -4,7 +4,18 @@ import uuid
 from datetime import datetime
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Computed, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy import text as sql
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -108,11 +119,32 @@ class ChunkTerm(Base):
     __tablename__ = "chunk_terms"
 
     # Repeated from the chunk: a search reads one knowledge base's postings of a few lexemes.
-    knowledge_base_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    knowledge_base_id: Mapped[uuid.UUID] = mapped_column()
+    lexeme: Mapped[str] = mapped_column(Text)
     chunk_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True, index=True
+        ForeignKey("chunks.id", ondelete="CASCADE"), index=True
     )
     # Occurrences of the lexeme in the chunk, and the chunk's distinct lexemes (its length).
     tf: Mapped[int] = mapped_column(Integer)
     length: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        # tf and length in the key's leaves: a search reads postings from the index alone.
+        PrimaryKeyConstraint(
+            "knowledge_base_id", "lexeme", "chunk_id", postgresql_include=["tf", "length"]
+        ),
+    )
+
+
+class KeywordTerm(Base):
+    """How many chunks of a knowledge base hold a lexeme (BM25's document frequency); the
+    empty lexeme's row holds the sum of the chunks' lengths. Kept by PostgreSQL itself, by
+    the statement triggers revision 8c3f1a6d2e97 puts on `chunks`."""
+
+    __tablename__ = "keyword_terms"
+
+    knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True
+    )
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    chunks: Mapped[int] = mapped_column(BigInteger)

@@ -203,39 +203,100 @@ def _indexed_nearest(limit: str = "top_k") -> Select[Any]:
     return select(nearest).order_by(nearest.c.distance)
 
 
-# BM25 over every chunk of the knowledge base holding a query word (Okapi BM25 with Lucene's
-# IDF), read from the postings in `chunk_terms` (kept by triggers on `chunks`): a word weighs
-# by its rarity in the knowledge base (its df: its postings there, all read), a chunk's term
-# frequency is damped and normalised by its length (distinct lexemes) against the average
-# length of the chunks read. `:strict`: the query's search-box syntax ("phrases",
-# -exclusions, or) also filters, as `websearch_to_tsquery` reads it.
+# BM25 (Okapi, with Lucene's IDF) over every chunk of the knowledge base holding a query word,
+# exact, without reading every posting of the query's common words (MaxScore: Turtle and Flood,
+# 1995). The postings are `chunk_terms`, the document frequencies and the lengths' sum
+# `keyword_terms` (both kept by triggers on `chunks`). A word adds to a chunk's score
+# idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / average length)), less than
+# idf * (k1 + 1), its bound. So:
+# 1. `threshold`: the chunks the rarest words point to (their postings, up to SEED_POSTINGS)
+#    are scored in full, by index lookups; the :limit-th best score is a floor for the answer.
+# 2. The weakest words whose bounds add up to less than the floor are `optional`: a chunk
+#    holding only those cannot make the answer. The others' postings are read in full.
+# 3. The floor is raised with the full scores of the best of those chunks, and every chunk whose
+#    score so far, plus the optional words' bounds, still reaches it gets the optional words'
+#    scores by index lookups: the best :limit of them are the answer, as if every posting of
+#    every word had been read (the tests compare both).
+# `:strict`: the query's search-box syntax ("phrases", -exclusions, or) also filters, as
+# `websearch_to_tsquery` reads it.
 BM25_K1 = 1.2
 BM25_B = 0.75
+SEED_POSTINGS = 500
+
+
+def _weight(idf: str, p: str = "p") -> str:
+    """A word's share of a chunk's BM25 score, from its idf and its posting `p`."""
+    return (
+        f"{idf} * {p}.tf * {BM25_K1 + 1} / ({p}.tf + {BM25_K1} "
+        f"* ({1 - BM25_B} + {BM25_B} * ({p}.length / kb.average_length)))"
+    )
+
+
+def _lookup(words: str, chunk: str) -> str:
+    """The `words`' scores for `chunk`, by index lookups."""
+    return f"""coalesce((
+        SELECT sum({_weight("w.idf")})
+        FROM {words} AS w JOIN chunk_terms AS p ON p.knowledge_base_id = :kb_id
+            AND p.lexeme = w.lexeme AND p.chunk_id = {chunk}
+    ), 0)"""
+
+
+_MATCHES = """(NOT :strict OR EXISTS (
+    SELECT FROM chunks AS m WHERE m.id = {chunk}
+        AND m.search_vector @@ websearch_to_tsquery(CAST(:language AS regconfig), :query)
+))"""
+
 BM25 = f"""
-WITH terms AS (
-    SELECT DISTINCT unnest(tsvector_to_array(to_tsvector(CAST(:language AS regconfig), :query)))
-        AS lexeme
-), postings AS MATERIALIZED (
-    SELECT p.chunk_id AS id, p.lexeme, p.tf, p.length
-    FROM chunk_terms AS p JOIN terms USING (lexeme)
-    WHERE p.knowledge_base_id = :kb_id
-), df AS (
-    SELECT lexeme, count(*) AS n FROM postings GROUP BY lexeme
-), average AS (
-    SELECT greatest(avg(length), 1) AS length FROM postings
+WITH kb AS (
+    SELECT CAST(coalesce(max(chunks), 1) AS float8) / :chunks AS average_length
+    FROM keyword_terms WHERE knowledge_base_id = :kb_id AND lexeme = ''
+), terms AS (
+    SELECT t.lexeme, ln(1 + (:chunks - CAST(t.chunks AS float8) + 0.5) / (t.chunks + 0.5)) AS idf,
+        sum(t.chunks) OVER (ORDER BY t.chunks, t.lexeme) - t.chunks AS rarer_postings
+    FROM keyword_terms AS t
+    WHERE t.knowledge_base_id = :kb_id AND t.lexeme <> '' AND t.lexeme = ANY (
+        tsvector_to_array(to_tsvector(CAST(:language AS regconfig), :query)))
+), bounds AS (
+    SELECT terms.*, sum(idf) OVER (ORDER BY idf, lexeme) * {BM25_K1 + 1} AS with_weaker
+    FROM terms
+), seeds AS (
+    SELECT p.chunk_id FROM kb, terms AS t JOIN chunk_terms AS p
+        ON p.knowledge_base_id = :kb_id AND p.lexeme = t.lexeme
+    WHERE t.rarer_postings < {SEED_POSTINGS}
+    GROUP BY p.chunk_id
+    ORDER BY sum({_weight("t.idf")}) DESC, p.chunk_id
+    LIMIT :limit
+), threshold AS (
+    SELECT coalesce((
+        SELECT {_lookup("terms", "s.chunk_id")} AS score FROM kb, seeds AS s
+        WHERE {_MATCHES.format(chunk="s.chunk_id")}
+        ORDER BY score DESC OFFSET :limit - 1 LIMIT 1
+    ), 0) AS score
+), optional AS (
+    SELECT b.lexeme, b.idf FROM bounds AS b, threshold WHERE b.with_weaker < threshold.score
+), partial AS (
+    SELECT p.chunk_id, sum({_weight("b.idf")}) AS score
+    FROM kb, threshold, bounds AS b JOIN chunk_terms AS p
+        ON p.knowledge_base_id = :kb_id AND p.lexeme = b.lexeme
+    WHERE b.with_weaker >= threshold.score
+    GROUP BY p.chunk_id
+), raised AS (
+    SELECT greatest(threshold.score, coalesce((
+        SELECT c.score + {_lookup("optional", "c.chunk_id")} AS score
+        FROM kb, (SELECT * FROM partial ORDER BY score DESC LIMIT 2 * :limit) AS c
+        WHERE {_MATCHES.format(chunk="c.chunk_id")}
+        ORDER BY score DESC OFFSET :limit - 1 LIMIT 1
+    ), 0)) AS score
+    FROM threshold
+), hopeful AS (
+    SELECT partial.* FROM partial, raised
+    WHERE partial.score + (SELECT coalesce(sum(idf), 0) * {BM25_K1 + 1} FROM optional)
+        >= raised.score
 )
-SELECT p.id, sum(
-    ln(1 + (:chunks - df.n + 0.5) / (df.n + 0.5))
-    * p.tf * ({BM25_K1} + 1)
-    / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / average.length))
-) AS score
-FROM postings AS p JOIN df USING (lexeme), average
-WHERE NOT :strict OR EXISTS (
-    SELECT FROM chunks AS c WHERE c.id = p.id AND c.search_vector @@ websearch_to_tsquery(
-        CAST(:language AS regconfig), :query)
-)
-GROUP BY p.id
-ORDER BY score DESC, p.id
+SELECT h.chunk_id AS id, h.score + {_lookup("optional", "h.chunk_id")} AS score
+FROM kb, hopeful AS h
+WHERE {_MATCHES.format(chunk="h.chunk_id")}
+ORDER BY score DESC, h.chunk_id
 LIMIT :limit
 """
 
