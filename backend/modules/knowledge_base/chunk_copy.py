@@ -1,4 +1,4 @@
-"""A document's chunks written with COPY in PostgreSQL's binary format, embedded a batch at a
+"""Documents' chunks written with COPY in PostgreSQL's binary format, embedded a batch at a
 time ahead of the stream: PostgreSQL inserts one batch into the HNSW graph (in its own process,
 on another core) while this one embeds the next.
 
@@ -16,6 +16,7 @@ import asyncio
 import struct
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,18 +54,25 @@ _INT = struct.Struct(">ii")  # length 4, then the value
 _OID = struct.Struct(">iI")
 
 
+@dataclass(frozen=True)
+class NewChunks:
+    """A document's pieces, to be stored as its chunks."""
+
+    document_id: uuid.UUID
+    kb_id: uuid.UUID
+    pieces: Sequence[Piece]
+
+
 async def copy_chunks(
     session: AsyncSession,
     *,
-    document_id: uuid.UUID,
-    kb_id: uuid.UUID,
-    pieces: Sequence[Piece],
+    documents: Sequence[NewChunks],
     vectors: Embedder | Sequence[Sequence[float]],
     language: str,
 ) -> None:
-    """Write `pieces` as the document's chunks, in the session's transaction, with `vectors`
-    (one per piece) or embedded by an embedder as they go. An embedder's error aborts the COPY
-    and reaches the caller; nothing is written."""
+    """Write each document's pieces as its chunks, in one COPY in the session's transaction,
+    with `vectors` (one per piece, in order) or embedded by an embedder as they go. An
+    embedder's error aborts the COPY and reaches the caller; nothing is written."""
     connection = await session.connection()
     # regconfig travels as its OID in the binary format; the cast also checks the name.
     oid = await connection.scalar(
@@ -72,8 +80,13 @@ async def copy_chunks(
     )
     driver = (await connection.get_raw_connection()).driver_connection
     assert driver is not None
-    fixed = _UUID + document_id.bytes + _UUID + kb_id.bytes
     language_field = _OID.pack(4, oid)
+    # Each piece with its document's fixed fields and its ordinal in the document.
+    rows = [
+        (_UUID + new.document_id.bytes + _UUID + new.kb_id.bytes, ordinal, piece)
+        for new in documents
+        for ordinal, piece in enumerate(new.pieces)
+    ]
     # Embedding runs ahead of the COPY (up to AHEAD batches) in a task of its own: were it done
     # when the COPY asks for more, PostgreSQL would wait for each batch to be embedded, and
     # embedding for PostgreSQL to drain the last one from the socket.
@@ -81,17 +94,18 @@ async def copy_chunks(
 
     async def embed() -> None:
         try:
-            for start in range(0, len(pieces), BATCH):
-                batch = pieces[start : start + BATCH]
+            for start in range(0, len(rows), BATCH):
+                batch = rows[start : start + BATCH]
                 if isinstance(vectors, Sequence):
                     given = vectors[start : start + BATCH]
                 else:
-                    given = await vectors.embed([piece.text for piece in batch])
-                rows = zip(batch, _binary_vectors(given), strict=True)
+                    given = await vectors.embed([piece.text for _, _, piece in batch])
                 await ready.put(
                     b"".join(
-                        _row(start + n, piece, vector, fixed, language_field)
-                        for n, (piece, vector) in enumerate(rows)
+                        _row(ordinal, piece, vector, fixed, language_field)
+                        for (fixed, ordinal, piece), vector in zip(
+                            batch, _binary_vectors(given), strict=True
+                        )
                     )
                 )
         except Exception as exc:  # the COPY fails with it
@@ -99,7 +113,7 @@ async def copy_chunks(
 
     async def stream() -> AsyncIterator[bytes]:
         yield _HEADER
-        for _ in range(0, len(pieces), BATCH):
+        for _ in range(0, len(rows), BATCH):
             batch = await ready.get()
             if isinstance(batch, Exception):
                 raise batch

@@ -23,14 +23,15 @@ schema of its own to migrate, for one kind of job whose row already exists here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select, text, update
+from sqlalchemy import Row, bindparam, delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError
@@ -38,13 +39,13 @@ from backend.db.session import Database
 from backend.modules.file import service as file_service
 from backend.modules.file.models import File
 from backend.modules.file.storage import Storage
-from backend.modules.knowledge_base.chunk_copy import copy_chunks
+from backend.modules.knowledge_base.chunk_copy import NewChunks, copy_chunks
 from backend.modules.knowledge_base.embeddings import Embedder
 from backend.modules.knowledge_base.exceptions import EmptyDocument, SourceFileNotFound
 from backend.modules.knowledge_base.isolation import Parsers
 from backend.modules.knowledge_base.models import Chunk, Document, KnowledgeBase
 from backend.modules.knowledge_base.parsing import Section, kind_of, reason
-from backend.modules.knowledge_base.service import pieces_of
+from backend.modules.knowledge_base.service import Piece, pieces_of
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 
 log = logging.getLogger("backend.ingestion")
@@ -73,6 +74,7 @@ CLAIM = text(
         WHERE d.status IN ('pending', 'processing') AND d.run_after <= now()
             AND (d.locked_until IS NULL OR d.locked_until < now())
             AND d.attempts < :max_attempts
+            AND (NOT :only_small OR d.pending_text IS NOT NULL AND d.char_count <= :small_chars)
         ORDER BY turn, d.run_after, d.id
         LIMIT :window
     ), taken AS (
@@ -86,7 +88,8 @@ CLAIM = text(
     UPDATE documents SET status = 'processing', attempts = attempts + 1,
         locked_until = now() + make_interval(secs => :lease)
     FROM taken WHERE documents.id = taken.id
-    RETURNING documents.id, knowledge_base_id, source_file_id, pending_text, attempts
+    RETURNING documents.id, knowledge_base_id, source_file_id, pending_text, attempts,
+        pending_text IS NOT NULL AND char_count <= :small_chars AS small
     """
 )
 # Documents whose lease ran out on their last attempt: their worker died every time.
@@ -101,10 +104,19 @@ GIVE_UP = text(
 RENEW = text(
     """
     UPDATE documents SET locked_until = now() + make_interval(secs => :lease)
-    WHERE id = :id AND attempts = :attempts AND status = 'processing'
-    RETURNING id
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS held(id, attempts)
+    WHERE documents.id = held.id AND documents.attempts = held.attempts
+        AND documents.status = 'processing'
+    RETURNING documents.id
     """
 )
+# Text bodies this short are claimed and stored together, INGESTION_BATCH_DOCUMENTS at a time:
+# for a short document, a claim and a transaction of its own cost more than its chunks.
+SMALL_CHARS = 64 * 1024
+
+
+# A claimed document read and cut: its sections, and the pieces that become its chunks.
+Prepared = tuple["Claim", list[Section], Sequence[Piece]]
 
 
 @dataclass(frozen=True)
@@ -116,11 +128,17 @@ class Claim:
     source_file_id: uuid.UUID | None
     pending_text: str | None
     attempts: int
+    small: bool = False
 
     @classmethod
     def of(cls, row: Row[Any]) -> Claim:
         return cls(
-            row.id, row.knowledge_base_id, row.source_file_id, row.pending_text, row.attempts
+            row.id,
+            row.knowledge_base_id,
+            row.source_file_id,
+            row.pending_text,
+            row.attempts,
+            row.small,
         )
 
 
@@ -143,7 +161,7 @@ class Ingestion:
         self.settings = settings
         self.lease = settings.ingestion_lease_seconds
 
-    async def claim(self, limit: int = 1) -> list[Claim]:
+    async def claim(self, limit: int = 1, *, only_small: bool = False) -> list[Claim]:
         max_attempts = self.settings.ingestion_max_attempts
         async with self.database.sessionmaker() as session, session.begin():
             await session.execute(GIVE_UP, {"max_attempts": max_attempts})
@@ -154,38 +172,53 @@ class Ingestion:
                     "limit": limit,
                     "window": max(limit, 64),
                     "max_attempts": max_attempts,
+                    "only_small": only_small,
+                    "small_chars": SMALL_CHARS,
                 },
             )
             return [Claim.of(row) for row in rows]
 
-    async def process_leased(self, claim: Claim) -> str:
-        """`process`, renewing the claim's lease meanwhile; stopped (and "superseded") as soon
-        as a renewal finds the document gone or taken over."""
-        work = asyncio.create_task(self.process(claim))
-        keeper = asyncio.create_task(self._keep_lease(claim, work))
+    async def claim_batch(self) -> list[Claim]:
+        """The next document in turn; when it is a small text body, more small ones with it
+        (up to INGESTION_BATCH_DOCUMENTS), to be stored together."""
+        claims = await self.claim()
+        more = self.settings.ingestion_batch_documents - 1
+        if claims and claims[0].small and more:
+            claims += await self.claim(more, only_small=True)
+        return claims
+
+    async def process_leased(self, claims: list[Claim]) -> list[str]:
+        """`process_batch`, renewing the claims' leases meanwhile; stopped (and every one
+        "superseded") as soon as a renewal finds every document gone or taken over."""
+        work = asyncio.create_task(self.process_batch(claims))
+        keeper = asyncio.create_task(self._keep_leases(claims, work))
         try:
             return await work
         except asyncio.CancelledError:
             if keeper.done() and not keeper.cancelled() and keeper.result():
-                log.info("document %s deleted or taken over while processing: stopped", claim.id)
-                return "superseded"
+                log.info("documents %s deleted or taken over while processing: stopped", claims)
+                return ["superseded"] * len(claims)
             raise
         finally:
             keeper.cancel()
             work.cancel()
             await asyncio.gather(keeper, work, return_exceptions=True)
 
-    async def _keep_lease(self, claim: Claim, work: asyncio.Task[str]) -> bool:
-        """Renew until `work` ends; True (after cancelling it) when the claim was lost."""
+    async def _keep_leases(self, claims: list[Claim], work: asyncio.Task[list[str]]) -> bool:
+        """Renew until `work` ends; True (after cancelling it) when every claim was lost."""
         every = min(self.lease / 3, RENEW_SECONDS)
-        values = {"id": claim.id, "attempts": claim.attempts, "lease": self.lease}
+        values = {
+            "ids": [claim.id for claim in claims],
+            "attempts": [claim.attempts for claim in claims],
+            "lease": self.lease,
+        }
         while True:
             await asyncio.sleep(every)
             try:
                 async with self.database.sessionmaker() as session, session.begin():
                     still = (await session.execute(RENEW, values)).first()
             except Exception:  # the database is away: the lease may run out, and that is safe
-                log.warning("renewing the lease of document %s failed", claim.id, exc_info=True)
+                log.warning("renewing the leases of %s failed", claims, exc_info=True)
                 continue
             if still is None:
                 work.cancel()
@@ -193,50 +226,93 @@ class Ingestion:
 
     async def process(self, claim: Claim) -> str:
         """Chunk, embed and store one claimed document; its new status."""
+        [status] = await self.process_batch([claim])
+        return status
+
+    async def process_batch(self, claims: list[Claim]) -> list[str]:
+        """Chunk, embed and store claimed documents, in one transaction; each one's new status.
+        A document that cannot be read fails (or is retried) alone; a failure of the batch's
+        embedding or write puts every one of them back for a retry."""
         started = time.perf_counter()
+        statuses: dict[uuid.UUID, str] = {}
+        prepared: list[Prepared] = []
+        for claim in claims:
+            try:
+                sections = await self._sections(claim)
+                pieces = pieces_of(sections, self.settings)
+                if not pieces:
+                    raise EmptyDocument()
+            except Exception as exc:
+                statuses[claim.id] = await self._failed(claim, exc)
+                continue
+            prepared.append((claim, sections, pieces))
         try:
-            sections = await self._sections(claim)
-            pieces = pieces_of(sections, self.settings)
-            if not pieces:
-                raise EmptyDocument()
-            # A remote embedder is asked before the document is locked: rate limits and retries
-            # can take minutes, and a transaction open that long would hold the row (a user's
-            # delete would wait) and PostgreSQL's cleanup back. A model in this process embeds
-            # while PostgreSQL writes (chunk_copy.py).
-            vectors: Embedder | list[list[float]] = self.embedder
-            if not self.embedder.local:
-                vectors = await self.embedder.embed([piece.text for piece in pieces])
-            async with self.database.sessionmaker() as session, session.begin():
-                stored = await self._still_mine(session, claim)
-                if stored is None:
-                    return "superseded"
-                await session.execute(delete(Chunk).where(Chunk.document_id == claim.id))
+            if prepared:
+                statuses |= await self._store(prepared)
+        except Exception as exc:
+            for claim, _, _ in prepared:
+                statuses[claim.id] = await self._failed(claim, exc)
+            return [statuses[claim.id] for claim in claims]
+        for claim, _, pieces in prepared:
+            log.info(
+                "document %s ready: %d chunks in %.2f s (%d stored together)",
+                claim.id,
+                len(pieces),
+                time.perf_counter() - started,
+                len(prepared),
+            )
+        return [statuses[claim.id] for claim in claims]
+
+    async def _store(self, prepared: list[Prepared]) -> dict[uuid.UUID, str]:
+        """The documents' chunks written, and the documents marked ready, in one transaction;
+        only those still held by these claims ("superseded" the others)."""
+        # A remote embedder is asked before the documents are locked: rate limits and retries
+        # can take minutes, and a transaction open that long would hold the rows (a user's
+        # delete would wait) and PostgreSQL's cleanup back. A model in this process embeds
+        # while PostgreSQL writes (chunk_copy.py).
+        vectors: Embedder | list[list[float]] = self.embedder
+        if not self.embedder.local:
+            every = [piece.text for _, _, pieces in prepared for piece in pieces]
+            vectors = await self.embedder.embed(every)
+        async with self.database.sessionmaker() as session, session.begin():
+            stored = await _still_held(session, [claim for claim, _, _ in prepared])
+            if isinstance(vectors, list):  # the held documents' vectors
+                given = iter(vectors)
+                vectors = [
+                    vector
+                    for claim, _, pieces in prepared
+                    for vector in itertools.islice(given, len(pieces))
+                    if claim.id in stored
+                ]
+            held = [(c, sections, pieces) for c, sections, pieces in prepared if c.id in stored]
+            if held:
+                ids = [claim.id for claim, _, _ in held]
+                await session.execute(delete(Chunk).where(Chunk.document_id.in_(ids)))
                 await copy_chunks(
                     session,
-                    document_id=claim.id,
-                    kb_id=claim.knowledge_base_id,
-                    pieces=pieces,
+                    documents=[
+                        NewChunks(c.id, c.knowledge_base_id, pieces) for c, _, pieces in held
+                    ],
                     vectors=vectors,
                     language=self.settings.search_language,
                 )
-                await _ready(session, claim, chunks=len(pieces), before=stored, sections=sections)
-        except AppError as exc:
+                await _ready(session, held, before=stored)
+        return {
+            claim.id: "ready" if claim.id in stored else "superseded" for claim, _, _ in prepared
+        }
+
+    async def _failed(self, claim: Claim, exc: Exception) -> str:
+        """The document back in the queue for a retry (a failure worth one), or failed."""
+        if isinstance(exc, AppError):
             if exc.status_code >= 500 and claim.attempts < self.settings.ingestion_max_attempts:
                 return await self._retry(claim, exc.detail)
             return await self._fail(claim, exc.detail)
-        except Exception as exc:  # the database, the network: worth another try
-            log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=True)
-            # One line: a database error's full text (its SQL) is for the log, not the API.
-            if claim.attempts < self.settings.ingestion_max_attempts:
-                return await self._retry(claim, reason(exc))
-            return await self._fail(claim, reason(exc))
-        log.info(
-            "document %s ready: %d chunks in %.2f s",
-            claim.id,
-            len(pieces),
-            time.perf_counter() - started,
-        )
-        return "ready"
+        # The database, the network: worth another try.
+        log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=exc)
+        # One line: a database error's full text (its SQL) is for the log, not the API.
+        if claim.attempts < self.settings.ingestion_max_attempts:
+            return await self._retry(claim, reason(exc))
+        return await self._fail(claim, reason(exc))
 
     async def _sections(self, claim: Claim) -> list[Section]:
         if claim.pending_text is not None:
@@ -251,18 +327,6 @@ class Ingestion:
         assert kind is not None  # checked when the document was added
         data = await file_service.read_content(file=file, storage=self.storage)
         return await self.parsers.parse(kind, data)
-
-    async def _still_mine(self, session: AsyncSession, claim: Claim) -> int | None:
-        """The document's stored chunk count, locked, if it still exists and no later claim took
-        it over (its lease ran out); else None."""
-        row = (
-            await session.execute(
-                select(Document.attempts, Document.chunk_count)
-                .where(Document.id == claim.id, Document.status == "processing")
-                .with_for_update()
-            )
-        ).one_or_none()
-        return row.chunk_count if row is not None and row.attempts == claim.attempts else None
 
     async def _retry(self, claim: Claim, reason: str) -> str:
         wait = min(BACKOFF_SECONDS * 2 ** (claim.attempts - 1), MAX_BACKOFF_SECONDS)
@@ -304,43 +368,76 @@ class Ingestion:
             log.warning("handing back %d documents failed", len(claims), exc_info=True)
 
     async def drain(self) -> int:
-        """Process what is claimable now, one at a time, until nothing is (the tests run
-        ingestion this way). The number of documents processed."""
+        """Process what is claimable now, a batch at a time, until nothing is (the tests and
+        the quality bench run ingestion this way). The number of documents processed."""
         done = 0
-        while claims := await self.claim():
-            for claim in claims:
-                await self.process(claim)
-                done += 1
+        while claims := await self.claim_batch():
+            await self.process_batch(claims)
+            done += len(claims)
         return done
 
 
+# The held ones among documents (id, attempts), locked in a fixed order (concurrent batches
+# wait for each other instead of deadlocking), with the chunk counts they had.
+HELD = text(
+    """
+    SELECT d.id, d.chunk_count FROM documents AS d
+    JOIN unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS held(id, attempts)
+        ON d.id = held.id AND d.attempts = held.attempts
+    WHERE d.status = 'processing'
+    ORDER BY d.id
+    FOR UPDATE OF d
+    """
+)
+
+
+async def _still_held(session: AsyncSession, claims: list[Claim]) -> dict[uuid.UUID, int]:
+    """Of the claimed documents, those that still exist and that no later claim took over
+    (their lease ran out), locked: each one's stored chunk count."""
+    values = {"ids": [c.id for c in claims], "attempts": [c.attempts for c in claims]}
+    return {row.id: row.chunk_count for row in await session.execute(HELD, values)}
+
+
 async def _ready(
-    session: AsyncSession, claim: Claim, *, chunks: int, before: int, sections: list[Section]
+    session: AsyncSession,
+    held: list[Prepared],
+    *,
+    before: dict[uuid.UUID, int],
 ) -> None:
-    """The document is ready; its knowledge base counts its chunks (in SQL: concurrent
+    """The documents are ready; their knowledge bases count their chunks (in SQL: concurrent
     documents must not lose each other's counts)."""
     await session.execute(
-        update(Document)
-        .where(Document.id == claim.id)
-        .values(
-            status="ready",
-            chunk_count=chunks,
-            char_count=sum(len(section.text) for section in sections),
-            pending_text=None,
-            error=None,
-            locked_until=None,
+        update(Document),
+        [
+            {
+                "id": claim.id,
+                "status": "ready",
+                "chunk_count": len(pieces),
+                "char_count": sum(len(section.text) for section in sections),
+                "pending_text": None,
+                "error": None,
+                "locked_until": None,
+            }
+            for claim, sections, pieces in held
+        ],
+    )
+    added: dict[uuid.UUID, int] = {}
+    for claim, _, pieces in held:
+        added[claim.knowledge_base_id] = (
+            added.get(claim.knowledge_base_id, 0) + len(pieces) - before[claim.id]
         )
-    )
-    await session.execute(
-        update(KnowledgeBase)
-        .where(KnowledgeBase.id == claim.knowledge_base_id)
-        .values(chunk_count=KnowledgeBase.chunk_count + chunks - before)
-    )
+    for kb_id, chunks in sorted(added.items()):
+        await session.execute(
+            update(KnowledgeBase)
+            .where(KnowledgeBase.id == kb_id)
+            .values(chunk_count=KnowledgeBase.chunk_count + chunks)
+        )
 
 
 class Worker:
-    """Claims and processes documents until stopped, at most `concurrency` at a time; waits
-    `poll` seconds when there is nothing to do (or until a document in flight is done)."""
+    """Claims and processes documents until stopped, at most `concurrency` batches at a time (a
+    document alone, or small text bodies together); waits `poll` seconds when there is nothing
+    to do (or until a batch in flight is done)."""
 
     def __init__(self, ingestion: Ingestion, *, concurrency: int, poll: float) -> None:
         self.ingestion = ingestion
@@ -353,15 +450,15 @@ class Worker:
         self.stuck_after = max(30.0, 10 * poll)
 
     async def run(self) -> None:
-        running: dict[asyncio.Task[str], Claim] = {}
+        running: dict[asyncio.Task[list[str]], list[Claim]] = {}
         try:
             while True:
                 self.last_turn = time.monotonic()
                 free = self.concurrency - len(running)
-                claims = await self._claim(free) if free else []
-                for claim in claims:
-                    task = asyncio.create_task(self.ingestion.process_leased(claim))
-                    running[task] = claim
+                claims = await self._claim() if free else []
+                if claims:
+                    task = asyncio.create_task(self.ingestion.process_leased(claims))
+                    running[task] = claims
                     task.add_done_callback(self._done(running))
                 if claims and len(running) < self.concurrency:
                     continue  # maybe more are waiting
@@ -375,15 +472,15 @@ class Worker:
         finally:
             # Stopping (SIGTERM, shutdown): what is in flight goes back to the queue now rather
             # than when its lease runs out.
-            unfinished = [claim for task, claim in running.items() if not task.done()]
+            unfinished = [c for task, claims in running.items() if not task.done() for c in claims]
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             await asyncio.shield(self.ingestion.release(unfinished))
 
-    async def _claim(self, limit: int) -> list[Claim]:
+    async def _claim(self) -> list[Claim]:
         try:
-            claims = await self.ingestion.claim(limit)
+            claims = await self.ingestion.claim_batch()
         except Exception as exc:  # the database is away (or behind): back off, say it once
             if not self.failures:
                 log.warning("claiming documents failed, retrying: %s", reason(exc))
@@ -397,13 +494,15 @@ class Worker:
             self.failures = 0
         return claims
 
-    def _done(self, running: dict[asyncio.Task[str], Claim]) -> Callable[[asyncio.Task[str]], None]:
-        def done(task: asyncio.Task[str]) -> None:
-            running.pop(task, None)
+    def _done(
+        self, running: dict[asyncio.Task[list[str]], list[Claim]]
+    ) -> Callable[[asyncio.Task[list[str]]], None]:
+        def done(task: asyncio.Task[list[str]]) -> None:
+            claims = running.pop(task, [])
             if task.cancelled():
                 return
-            self.processed += 1
+            self.processed += len(claims)
             if task.exception() is not None:
-                log.error("processing a document failed", exc_info=task.exception())
+                log.error("processing documents failed", exc_info=task.exception())
 
         return done

@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 
-from backend.core.errors import error_responses
+from backend.core.errors import AppError, error_responses
 from backend.core.pagination import PageDep
 from backend.db.session import ReadSessionDep, SessionDep
 from backend.modules.knowledge_base import search as searching
@@ -29,6 +29,9 @@ from backend.modules.knowledge_base.exceptions import (
     UnsupportedDocumentType,
 )
 from backend.modules.knowledge_base.schemas import (
+    DocumentBatchCreate,
+    DocumentBatchItem,
+    DocumentBatchRead,
     DocumentCreate,
     DocumentPage,
     DocumentRead,
@@ -117,6 +120,39 @@ async def add_document(
     location = request.url_for("get_document", kb_id=kb.id, doc_id=document.id)
     response.headers["Location"] = str(location.path)
     return DocumentRead.model_validate(document)
+
+
+@router.post(
+    "/{kb_id}/documents/batch",
+    response_model=DocumentBatchRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(DocumentLimitReached, TooManyQueuedDocuments),
+)
+async def add_documents(
+    settings: KnowledgeBaseSettingsDep,
+    session: SessionDep,
+    user: CurrentUser,
+    kb: OwnedKnowledgeBaseForUpdate,
+    data: DocumentBatchCreate,
+) -> DocumentBatchRead:
+    """Queue up to 1,000 documents in one request (each as `POST .../documents` takes it; the
+    body is bounded by MAX_REQUEST_BYTES): each is answered in order, `pending` with its id, or
+    `refused` with the `code` and `detail` it would have had alone. Past the owner's limits
+    partway, the rest are refused; when none could be queued, the answer is that error (413 or
+    429 with Retry-After). Short text bodies queued together are also processed together."""
+    created = await service.create_documents(
+        session, owner=user, kb=kb, items=data.documents, settings=settings
+    )
+    if all(isinstance(item, AppError) for item in created):
+        raise next(item for item in created if isinstance(item, AppError))
+    return DocumentBatchRead(
+        documents=[
+            DocumentBatchItem(id=None, status="refused", code=item.code, detail=item.detail)
+            if isinstance(item, AppError)
+            else DocumentBatchItem(id=item.id, status="pending")
+            for item in created
+        ]
+    )
 
 
 @router.get(

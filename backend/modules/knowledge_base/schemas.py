@@ -96,6 +96,28 @@ DocumentPage = Page[DocumentRead]
 SearchMode = Literal["vector", "keyword", "hybrid"]
 
 
+# Documents one request may add at once (POST .../documents/batch).
+MAX_BATCH_DOCUMENTS = 1000
+
+
+class DocumentBatchCreate(InputModel):
+    documents: list[DocumentCreate] = Field(min_length=1, max_length=MAX_BATCH_DOCUMENTS)
+
+
+class DocumentBatchItem(BaseModel):
+    """One document of a batch, in the request's order: queued (`pending`, with its `id`), or
+    `refused` with the error it would have had alone (`code`, `detail`)."""
+
+    id: uuid.UUID | None
+    status: Literal["pending", "refused"]
+    code: str | None = None
+    detail: str | None = None
+
+
+class DocumentBatchRead(BaseModel):
+    documents: list[DocumentBatchItem]
+
+
 class SearchQuery(InputModel):
     query: Query
     top_k: int = Field(default=5, ge=1, le=50)

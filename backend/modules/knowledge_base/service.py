@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -13,6 +14,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from backend.core.errors import AppError
 from backend.core.pagination import PageParams, paged
 from backend.modules.file import service as file_service
 from backend.modules.file.exceptions import FileNotFound
@@ -138,6 +140,50 @@ async def create_document(
 ) -> Document:
     """Check the source and queue the document (`pending`): a worker chunks and embeds it
     (backend/modules/knowledge_base/ingestion.py)."""
+    [created] = await create_documents(session, owner=owner, kb=kb, items=[data], settings=settings)
+    if isinstance(created, AppError):
+        raise created
+    return created
+
+
+async def create_documents(
+    session: AsyncSession,
+    *,
+    owner: User,
+    kb: KnowledgeBase,
+    items: Sequence[DocumentCreate],
+    settings: KnowledgeBaseSettings,
+) -> Sequence[Document | AppError]:
+    """Queue each document as `create_document` does, in order: each one queued, or the
+    reason it was refused (its file, its size, or the owner's limits, reached partway)."""
+    room, full = await _room(session, owner=owner, settings=settings)
+    created: builtins.list[Document | AppError] = []
+    added = 0
+    for data in items:
+        try:
+            if added == room:
+                raise full(added)
+            document = await _new_document(
+                session, owner=owner, kb=kb, data=data, settings=settings
+            )
+        except AppError as exc:
+            created.append(exc)
+            continue
+        session.add(document)
+        created.append(document)
+        added += 1
+    await session.flush()
+    return created
+
+
+async def _new_document(
+    session: AsyncSession,
+    *,
+    owner: User,
+    kb: KnowledgeBase,
+    data: DocumentCreate,
+    settings: KnowledgeBaseSettings,
+) -> Document:
     if data.file_id is not None:
         filename = await _check_file(session, owner=owner, file_id=data.file_id, settings=settings)
         title = data.title or filename
@@ -147,40 +193,41 @@ async def create_document(
         if len(data.text.encode()) > settings.max_document_bytes:
             raise DocumentTooLarge(settings.max_document_bytes)
         title = data.title
-    await _check_user_limits(session, owner=owner, settings=settings)
-    document = Document(
+    return Document(
         knowledge_base_id=kb.id,
         title=title,
         source_file_id=data.file_id,
         pending_text=data.text,
         status="pending",
         chunk_count=0,
-        char_count=0,
+        # A text body's length until it is processed (ingestion batches short ones).
+        char_count=0 if data.text is None else len(data.text),
     )
-    session.add(document)
-    await session.flush()
-    return document
 
 
-async def _check_user_limits(
+async def _room(
     session: AsyncSession, *, owner: User, settings: KnowledgeBaseSettings
-) -> None:
-    """Refuse a document past the owner's limits (counted in PostgreSQL, under a lock per owner
-    until the request commits, so concurrent requests on any replica count each other)."""
+) -> tuple[int, Callable[[int], AppError]]:
+    """How many more documents the owner may add now, and the refusal past that (given how
+    many this request added). Counted in PostgreSQL, under a lock per owner until the request
+    commits, so concurrent requests on any replica count each other."""
     await session.execute(LOCK_OWNER_DOCUMENTS, {"key": f"documents:{owner.id}"})
     held = (await session.execute(OWNER_DOCUMENTS, {"owner_id": owner.id})).one()
-    if held.documents >= settings.max_documents_per_user:
-        raise DocumentLimitReached(
-            f"You have {held.documents} documents; the limit is "
-            f"{settings.max_documents_per_user} (MAX_DOCUMENTS_PER_USER)"
-        )
     if held.chunks >= settings.max_chunks_per_user:
-        raise DocumentLimitReached(
+        return 0, lambda added: DocumentLimitReached(
             f"Your documents hold {held.chunks} chunks; the limit is "
             f"{settings.max_chunks_per_user} (MAX_CHUNKS_PER_USER)"
         )
-    if held.queued >= settings.max_queued_documents_per_user:
-        raise TooManyQueuedDocuments(held.queued, settings.max_queued_documents_per_user)
+    documents = settings.max_documents_per_user - held.documents
+    queued = settings.max_queued_documents_per_user - held.queued
+    if documents <= queued:
+        return max(documents, 0), lambda added: DocumentLimitReached(
+            f"You have {held.documents + added} documents; the limit is "
+            f"{settings.max_documents_per_user} (MAX_DOCUMENTS_PER_USER)"
+        )
+    return max(queued, 0), lambda added: TooManyQueuedDocuments(
+        held.queued + added, settings.max_queued_documents_per_user
+    )
 
 
 LOCK_OWNER_DOCUMENTS = text("SELECT pg_advisory_xact_lock(hashtext(:key))")

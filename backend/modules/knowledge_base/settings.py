@@ -59,6 +59,8 @@ class KnowledgeBaseSettings(AppSettings):
     rerank_timeout: float = Field(default=10.0, gt=0)
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     ingestion_concurrency: int = Field(default=2, ge=1, le=64)
+    # Short text bodies (64 Ki characters at most) claimed and stored together, in one transaction.
+    ingestion_batch_documents: int = Field(default=32, ge=1, le=500)
     ingestion_max_attempts: int = Field(default=5, ge=1, le=50)
     ingestion_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     # A claim not renewed for this long is taken over (its worker died); renewed while it works.

@@ -22,6 +22,7 @@ from backend.modules.knowledge_base.chunk_copy import BATCH
 from backend.modules.knowledge_base.embeddings import OpenAIEmbedder
 from backend.modules.knowledge_base.ingestion import Ingestion
 from backend.modules.knowledge_base.models import EMBEDDING_DIM, Chunk
+from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
 from tests.modules.knowledge_base.test_embeddings import calls, failures, gate, stub
 from tests.modules.knowledge_base.test_knowledge_base import KBS, make_kb
 from tests.modules.user.factories import PASSWORD, login, user_with_token
@@ -288,3 +289,100 @@ async def test_per_user_document_limits_answer_with_the_figures(
     assert fifth.status_code == 413
     assert "You have 4 documents; the limit is 4" in fifth.json()["detail"]
     assert len(listed["items"]) == 4
+
+
+async def test_small_documents_are_stored_together_and_each_keeps_its_own_fate(
+    client: httpx.AsyncClient, session: AsyncSession, app: FastAPI
+) -> None:
+    """Small text bodies are claimed and stored as one batch: each gets its own chunks, counts
+    and status; one that cannot be read fails alone, one deleted meanwhile is skipped, a large
+    one waits for a claim of its own."""
+    ingestion = app_state(app).get(Ingestion)
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    added = []
+    too_long = "Longer than the limit the parser is given below."
+    for n, body in enumerate(["Alpha words.", too_long, "Beta words.", "Gamma words."]):
+        posted = await client.post(
+            f"{KBS}/{kb}/documents", headers=headers, json={"title": f"d{n}", "text": body}
+        )
+        assert posted.status_code == 202, posted.text
+        added.append(posted.headers["location"])
+    big = "Many words here. " * 5000  # 85 KB: not small, so alone
+    posted = await client.post(
+        f"{KBS}/{kb}/documents", headers=headers, json={"title": "big", "text": big}
+    )
+    added.append(posted.headers["location"])
+
+    batch = await ingestion.claim_batch()
+    assert len(batch) == 4  # the big one is not in it
+    assert (await client.delete(added[3], headers=headers)).status_code == 204
+    settings = app_state(app).get(KnowledgeBaseSettings)
+    limit, settings.max_document_chars = settings.max_document_chars, 20
+    try:
+        statuses = await ingestion.process_batch(batch)
+    finally:
+        settings.max_document_chars = limit
+    fate = {str(claim.id): status for claim, status in zip(batch, statuses, strict=True)}
+    assert [fate[url.rsplit("/", 1)[1]] for url in added[:4]] == [
+        "ready",
+        "failed",
+        "ready",
+        "superseded",
+    ]
+    assert [c.small for c in await ingestion.claim_batch()] == [False]
+
+    documents = [(await client.get(url, headers=headers)).json() for url in added[:3]]
+    assert [d["status"] for d in documents] == ["ready", "failed", "ready"]
+    assert [d["chunk_count"] for d in documents] == [1, 0, 1]
+    rows = (await session.execute(select(Chunk.text, Chunk.ordinal))).all()
+    assert sorted(rows) == [("Alpha words.", 0), ("Beta words.", 0)]
+    assert (await client.get(f"{KBS}/{kb}", headers=headers)).json()["chunk_count"] == 2
+
+
+@pytest.mark.settings(max_queued_documents_per_user=3)
+async def test_a_batch_answers_each_document_and_stops_at_the_limits(
+    client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
+) -> None:
+    """POST .../documents/batch: each document answered in order, its own id or the error it
+    would have had alone; past the queue limit the rest are refused, and a batch of which
+    none could be queued is that error."""
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    batch = f"{KBS}/{kb}/documents/batch"
+    missing = "00000000-0000-4000-8000-000000000000"
+    documents = [
+        {"title": "a", "text": "Alpha words."},
+        {"file_id": missing},
+        {"title": "b", "text": "Beta words."},
+        {"title": "c", "text": "Gamma words."},
+        {"title": "d", "text": "Delta words."},
+    ]
+    answered = await client.post(batch, headers=headers, json={"documents": documents})
+    assert answered.status_code == 202, answered.text
+    items = answered.json()["documents"]
+    assert [(item["status"], item["code"]) for item in items] == [
+        ("pending", None),
+        ("refused", "source_file_not_found"),
+        ("pending", None),
+        ("pending", None),
+        ("refused", "too_many_queued_documents"),
+    ]
+    assert "You have 3 documents waiting" in items[4]["detail"]
+    assert await ingestion.drain() == 3
+    for item, title in zip((items[0], items[2], items[3]), "abc", strict=True):
+        document = (await client.get(f"{KBS}/{kb}/documents/{item['id']}", headers=headers)).json()
+        assert (document["title"], document["status"], document["chunk_count"]) == (
+            title,
+            "ready",
+            1,
+        )
+
+    await client.post(batch, headers=headers, json={"documents": documents[2:]})
+    refused = await client.post(batch, headers=headers, json={"documents": documents[:1]})
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"]
+    too_many = await client.post(batch, headers=headers, json={"documents": documents * 201})
+    assert too_many.status_code == 422
+    listed = (await client.get(f"{KBS}/{kb}/documents", headers=headers)).json()
+    assert len(listed["items"]) == 6
