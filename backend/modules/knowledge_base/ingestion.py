@@ -253,13 +253,15 @@ class Ingestion:
             for claim, _, _ in prepared:
                 statuses[claim.id] = await self._failed(claim, exc)
             return [statuses[claim.id] for claim in claims]
-        for claim, _, pieces in prepared:
+        ready = [(claim, pieces) for claim, _, pieces in prepared if statuses[claim.id] == "ready"]
+        seconds = time.perf_counter() - started
+        if len(ready) == 1:
+            [(claim, pieces)] = ready
+            log.info("document %s ready: %d chunks in %.2f s", claim.id, len(pieces), seconds)
+        elif ready:
+            chunks = sum(len(pieces) for _, pieces in ready)
             log.info(
-                "document %s ready: %d chunks in %.2f s (%d stored together)",
-                claim.id,
-                len(pieces),
-                time.perf_counter() - started,
-                len(prepared),
+                "%d documents ready together: %d chunks in %.2f s", len(ready), chunks, seconds
             )
         return [statuses[claim.id] for claim in claims]
 
