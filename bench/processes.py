@@ -135,12 +135,16 @@ def start_server(
     cwd: Path = PROJECT_ROOT,
     workers: int = 1,
     core: str = SERVER_CORE,
+    factory: bool = False,
 ) -> Server:
     """uvicorn, no access log; waits for `ready_path` 200. One worker is pinned to `core`;
-    several are left to the scheduler (they are there to use every core)."""
+    several are left to the scheduler (they are there to use every core). `factory`: `app`
+    names a function that builds the app."""
     port = free_port()
     command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-access-log", "--log-level", "warning"]
+    if factory:
+        command.append("--factory")
     if workers > 1:
         command += ["--workers", str(workers)]
     started = time.perf_counter()

@@ -404,6 +404,24 @@ def ingestion_section(results: dict[str, Any]) -> list[str]:
         "is parsing, the first batch's embedding and the queue's poll.",
         "",
     ]
+    if workers := i.get("workers"):
+        out += [
+            f"Worker processes (`python -m backend.worker`, one document at a time each) on "
+            f"{workers[0]['documents']} such documents queued at once; PostgreSQL runs on one "
+            "core here (the bench pins it), and each worker's COPY is one PostgreSQL backend "
+            "inserting into the HNSW graph, so the figure stops growing where that core is "
+            "full. On a PostgreSQL with more cores, add workers (or `INGESTION_CONCURRENCY`) "
+            "up to about one per core it can spare.",
+            "",
+            "| workers | chunks | seconds | chunks/s |",
+            "|---|---|---|---|",
+            *(
+                f"| {row['workers']} | {row['chunks']:,} | {row['seconds']:.2f} | "
+                f"{row['chunks_per_s']:,.0f} |"
+                for row in workers
+            ),
+            "",
+        ]
     return out
 
 

@@ -25,10 +25,14 @@ class Size:
     # suite, beside other tests on the same cores: a request can then wait longer than 3 s for a
     # pooled connection and get a 503, which says nothing about the code under test.
     pool_timeout: float | None = None
+    # Worker processes the ingestion section measures together, run by run.
+    ingestion_workers: tuple[int, ...] = (1, 2, 4)
 
 
 SIZES = {
-    "tiny": Size("tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1,), 0, pool_timeout=30.0),
+    "tiny": Size(
+        "tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1,), 0, pool_timeout=30.0, ingestion_workers=(1,)
+    ),
     "quick": Size("quick", 4, 3, 16, 8, 0.1, 1, 1, 4, 4, 0, (), 0),
     "full": Size("full", 10, 3, 16, 200, 4.0, 3, 3, 10, 4, 60, (1, 2, 4), 6),
 }

@@ -28,7 +28,7 @@ from bench.load import Endpoint
 from bench.modules import Context, Weighted
 from bench.modules.knowledge_base import vectors
 from bench.modules.knowledge_base.data import knowledge_base, markdown
-from bench.modules.knowledge_base.ingestion import index_cost, ingestion
+from bench.modules.knowledge_base.ingestion import index_cost, ingestion, worker_scaling
 from bench.processes import LOAD_CORE, MULTI_CORE, SERVER_CORE
 from bench.seed import Seed
 from bench.sizes import Size
@@ -168,6 +168,7 @@ def measure(context: Context, sections: Collection[str]) -> dict[str, Any]:
         print("ingestion", flush=True)
         out["ingestion"] = ingestion(c.app, c.seed, c.size)
         out["ingestion"] |= asyncio.run(index_cost(c.database, out["ingestion"]["chunks"]))
+        out["ingestion"]["workers"] = asyncio.run(worker_scaling(c.server, c.env, c.size))
     if "vectors" in sections:
         print("vector search", flush=True)
         if MULTI_CORE:

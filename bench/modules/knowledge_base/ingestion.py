@@ -1,7 +1,9 @@
-"""Document ingestion: chunks/s from the request to `ready`, and where the time goes."""
+"""Document ingestion: chunks/s from the request to `ready`, where the time goes, and how it
+scales with worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -15,11 +17,80 @@ from sqlalchemy.engine import URL
 from backend.modules.knowledge_base.chunking import split_text
 from backend.modules.knowledge_base.embeddings import create_embedder
 from backend.modules.knowledge_base.settings import KnowledgeBaseSettings
-from bench.db import dsn
+from bench.db import alembic_upgrade, dsn, scratch_database
 from bench.modules.knowledge_base.data import markdown, wait_until_ingested
-from bench.processes import Server
+from bench.processes import Server, start_server
 from bench.seed import Seed
 from bench.sizes import Size
+
+# Documents queued at once for the worker processes to share.
+DOCUMENTS_PER_RUN = 4
+
+
+async def worker_scaling(server: URL, env: dict[str, str], size: Size) -> list[dict[str, Any]]:
+    """Large documents (DOCUMENTS_PER_RUN of `size.document_mb`) queued at once and ingested by
+    `size.ingestion_workers` worker processes (1, 2, 4), each run on a fresh database: chunks/s
+    from the commit that queues them to the last one `ready`. The workers start (and load
+    their model) first."""
+    text = markdown(int(size.document_mb * 1024 * 1024))
+    rows = []
+    for workers in size.ingestion_workers:
+        async with scratch_database(server, f"bench_workers_{workers}") as url:
+            alembic_upgrade(url)
+            worker_env = env | {
+                "DATABASE_URL": dsn(url),
+                "INGESTION_CONCURRENCY": "1",
+                "INGESTION_POLL_SECONDS": "0.05",
+            }
+            running = [
+                start_server("backend.worker:worker_app", worker_env, "/healthz", factory=True)
+                for _ in range(workers)
+            ]
+            try:
+                connection = await asyncpg.connect(dsn(url))
+                try:
+                    seconds = await _queue_and_wait(connection, text)
+                    chunks = await connection.fetchval("SELECT count(*) FROM chunks")
+                finally:
+                    await connection.close()
+            finally:
+                for worker in running:
+                    worker.stop()
+        rows.append(
+            {
+                "workers": workers,
+                "documents": DOCUMENTS_PER_RUN,
+                "chunks": chunks,
+                "seconds": seconds,
+                "chunks_per_s": chunks / seconds,
+            }
+        )
+    return rows
+
+
+async def _queue_and_wait(connection: asyncpg.Connection, text: str, poll: float = 0.05) -> float:
+    """DOCUMENTS_PER_RUN documents of `text` queued in one transaction (an owner and a
+    knowledge base made for them); seconds until none is left to process."""
+    user, kb = uuid.uuid4(), uuid.uuid4()
+    async with connection.transaction():
+        await connection.execute(
+            "INSERT INTO users (id, email, username, hashed_password) "
+            "VALUES ($1, 'workers@example.com', 'workers', 'x')",
+            user,
+        )
+        await connection.execute(
+            "INSERT INTO knowledge_bases (id, owner_id, name) VALUES ($1, $2, 'workers')", kb, user
+        )
+        await connection.executemany(
+            "INSERT INTO documents (id, knowledge_base_id, title, pending_text, status, "
+            "chunk_count, char_count) VALUES ($1, $2, $3, $4, 'pending', 0, $5)",
+            [(uuid.uuid4(), kb, f"d{n}", text, len(text)) for n in range(DOCUMENTS_PER_RUN)],
+        )
+    started = time.perf_counter()
+    left = "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')"
+    while await connection.fetchval(left):  # noqa: ASYNC110 (the workers' state, in SQL)
+        await asyncio.sleep(poll)
+    return time.perf_counter() - started
 
 
 def ingestion(app: Server, seed: Seed, size: Size) -> dict[str, Any]:
