@@ -50,6 +50,7 @@ QUERIES = [
 def app_env(size: Size, workdir: Path) -> dict[str, str]:
     return {
         "MAX_DOCUMENT_BYTES": str(int((size.document_mb + 1) * 1024 * 1024)),
+        "MAX_DOCUMENT_CHARS": str(int((size.document_mb + 1) * 1024 * 1024)),
         "SEARCH_EXACT_MAX_CHUNKS": str(EXACT_MAX_CHUNKS),  # the baseline reads it too
         # One bench user stands for many clients: the per-user limits would measure themselves.
         "SEARCH_CONCURRENCY_PER_USER": "100",
