@@ -123,7 +123,7 @@ async def add_document(
 
 
 @router.post(
-    "/{kb_id}/documents/batch",
+    "/{kb_id}/document-batches",
     response_model=DocumentBatchRead,
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(DocumentLimitReached, TooManyQueuedDocuments),

@@ -96,7 +96,7 @@ DocumentPage = Page[DocumentRead]
 SearchMode = Literal["vector", "keyword", "hybrid"]
 
 
-# Documents one request may add at once (POST .../documents/batch).
+# Documents one request may add at once (POST .../document-batches).
 MAX_BATCH_DOCUMENTS = 1000
 
 

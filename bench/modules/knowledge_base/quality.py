@@ -183,7 +183,7 @@ async def evaluate(server: URL, dataset: Dataset, embedder: str) -> dict[str, An
     }
 
 
-# A request of POST .../documents/batch: at most this many documents and bytes of text (the
+# A request of POST .../document-batches: at most this many documents and bytes of text (the
 # app takes 2 MB bodies by default).
 BATCH_DOCUMENTS = 500
 BATCH_BYTES = 1_500_000
@@ -201,7 +201,7 @@ async def _load(
     async def send() -> None:
         nonlocal refused
         answered = await api.post(
-            f"/knowledge-bases/{kb}/documents/batch",
+            f"/knowledge-bases/{kb}/document-batches",
             headers=headers,
             json={"documents": [body for _, body in batch]},
         )

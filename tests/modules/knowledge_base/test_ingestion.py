@@ -313,6 +313,12 @@ async def test_small_documents_are_stored_together_and_each_keeps_its_own_fate(
         f"{KBS}/{kb}/documents", headers=headers, json={"title": "big", "text": big}
     )
     added.append(posted.headers["location"])
+    # The small ones first in the queue (in one transaction, their order is their random ids').
+    await session.execute(
+        text(
+            "UPDATE documents SET run_after = run_after - interval '1 second' WHERE title <> 'big'"
+        )
+    )
 
     batch = await ingestion.claim_batch()
     assert len(batch) == 4  # the big one is not in it
@@ -344,12 +350,12 @@ async def test_small_documents_are_stored_together_and_each_keeps_its_own_fate(
 async def test_a_batch_answers_each_document_and_stops_at_the_limits(
     client: httpx.AsyncClient, session: AsyncSession, ingestion: Ingestion
 ) -> None:
-    """POST .../documents/batch: each document answered in order, its own id or the error it
+    """POST .../document-batches: each document answered in order, its own id or the error it
     would have had alone; past the queue limit the rest are refused, and a batch of which
     none could be queued is that error."""
     _, headers = await user_with_token(client, session)
     kb = await make_kb(client, headers)
-    batch = f"{KBS}/{kb}/documents/batch"
+    batch = f"{KBS}/{kb}/document-batches"
     missing = "00000000-0000-4000-8000-000000000000"
     documents = [
         {"title": "a", "text": "Alpha words."},
