@@ -75,9 +75,13 @@ READ_ONLY_STEPS = frozenset(
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
-    """Hide tables other tools own (LangGraph's `checkpoint*`): never created, dropped, reported."""
+    """Hide tables other tools own (LangGraph's `checkpoint*`, its store's tables by exact name):
+    never created, dropped, reported."""
     if type_ == "table" and name is not None:
-        return not name.startswith(settings.alembic_ignore_table_prefixes)
+        return not (
+            name.startswith(settings.alembic_ignore_table_prefixes)
+            or name in settings.alembic_ignore_tables
+        )
     return True
 
 

@@ -104,8 +104,15 @@ class Settings(AppSettings):
     db_pool_timeout: float = Field(default=3.0, gt=0)
     db_echo: bool = False
 
-    # Tables Alembic neither creates nor drops nor reports (LangGraph's checkpointer, ...).
+    # Tables Alembic neither creates nor drops nor reports (LangGraph's checkpointer, ...): by
+    # prefix, and by exact name (LangGraph's store: a team's `store_items` is still Alembic's).
     alembic_ignore_table_prefixes: Annotated[tuple[str, ...], NoDecode] = ("checkpoint",)
+    alembic_ignore_tables: Annotated[tuple[str, ...], NoDecode] = (
+        "store",
+        "store_vectors",
+        "store_migrations",
+        "vector_migrations",
+    )
     # Seconds a replica waits for another replica's migration run before giving up.
     migration_lock_wait: float = Field(default=300.0, gt=0)
     # Seconds a migration statement waits for a table lock before failing (0 = forever).
@@ -169,7 +176,9 @@ class Settings(AppSettings):
             return None
         return normalise_database_url(value).render_as_string(hide_password=False)
 
-    @field_validator("alembic_ignore_table_prefixes", "cors_origins", mode="before")
+    @field_validator(
+        "alembic_ignore_table_prefixes", "alembic_ignore_tables", "cors_origins", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

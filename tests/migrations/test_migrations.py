@@ -80,18 +80,33 @@ async def test_drift_is_reported(migrated_db: URL) -> None:
 
 
 async def test_checkpoint_tables_are_not_alembics(migrated_db: URL) -> None:
-    """LangGraph's checkpointer tables: no drift, no drop, and they survive a downgrade."""
+    """LangGraph's checkpointer and store tables: no drift, no drop, and they survive a
+    downgrade; a team's table whose name starts like the store's is still Alembic's."""
     await db.execute(
         migrated_db,
         "CREATE TABLE checkpoint_writes (thread_id text PRIMARY KEY, blob bytea)",
         "CREATE TABLE checkpoint_migrations (v integer PRIMARY KEY)",
+        "CREATE TABLE store (prefix text, key text, PRIMARY KEY (prefix, key))",
+        "CREATE TABLE store_vectors (prefix text, key text, PRIMARY KEY (prefix, key))",
+        "CREATE TABLE store_migrations (v integer PRIMARY KEY)",
+        "CREATE TABLE vector_migrations (v integer PRIMARY KEY)",
     )
 
     await db.run_alembic(migrated_db, command.check)
+    await db.execute(migrated_db, "CREATE TABLE store_items (id integer PRIMARY KEY)")
+    drift = await db.schema_drift(migrated_db)
+    assert drift is not None
+    assert "store_items" in drift
+    assert not any(table in drift for table in ("'store'", "store_vectors", "checkpoint"))
+    await db.execute(migrated_db, "DROP TABLE store_items")
 
     await db.downgrade(migrated_db, "base")
-    assert await db.table_names(migrated_db) == {
-        "alembic_version",
+    langgraph = {
         "checkpoint_writes",
         "checkpoint_migrations",
+        "store",
+        "store_vectors",
+        "store_migrations",
+        "vector_migrations",
     }
+    assert await db.table_names(migrated_db) == {"alembic_version", *langgraph}
