@@ -19,6 +19,7 @@ MODULES = (
     "user",
     "file",
     "knowledge_base",
+    "conversation",
 )
 
 

@@ -47,6 +47,9 @@ async def test_eight_replicas_upgrade_one_database_at_once(empty_db: URL, tmp_pa
     assert await db.current_revisions(empty_db) == {"slow0000test"}
     # The ones that waited re-read the revision after getting the lock and did nothing.
     assert logs.count("Migration lock held; database at slow0000test") == 7
+    # LangGraph's checkpointer migrations too: each version applied and recorded once.
+    versions = await db.fetch_all(empty_db, "SELECT v FROM checkpoint_migrations ORDER BY v")
+    assert [row[0] for row in versions] == list(range(10))
 
 
 async def test_migration_behind_a_long_transaction_fails_fast(

@@ -80,12 +80,14 @@ async def test_drift_is_reported(migrated_db: URL) -> None:
 
 
 async def test_checkpoint_tables_are_not_alembics(migrated_db: URL) -> None:
-    """LangGraph's checkpointer and store tables: no drift, no drop, and they survive a
-    downgrade; a team's table whose name starts like the store's is still Alembic's."""
+    """LangGraph's tables: the checkpointer's are created by a revision (and dropped by its
+    downgrade); any other `checkpoint*` table and the store's are another tool's: no drift, no
+    drop, and they survive a downgrade; a team's table named like the store's is Alembic's."""
+    checkpointer = {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"}
+    assert checkpointer <= await db.table_names(migrated_db)
     await db.execute(
         migrated_db,
-        "CREATE TABLE checkpoint_writes (thread_id text PRIMARY KEY, blob bytea)",
-        "CREATE TABLE checkpoint_migrations (v integer PRIMARY KEY)",
+        "CREATE TABLE checkpoint_extra (thread_id text PRIMARY KEY, blob bytea)",
         "CREATE TABLE store (prefix text, key text, PRIMARY KEY (prefix, key))",
         "CREATE TABLE store_vectors (prefix text, key text, PRIMARY KEY (prefix, key))",
         "CREATE TABLE store_migrations (v integer PRIMARY KEY)",
@@ -101,12 +103,5 @@ async def test_checkpoint_tables_are_not_alembics(migrated_db: URL) -> None:
     await db.execute(migrated_db, "DROP TABLE store_items")
 
     await db.downgrade(migrated_db, "base")
-    langgraph = {
-        "checkpoint_writes",
-        "checkpoint_migrations",
-        "store",
-        "store_vectors",
-        "store_migrations",
-        "vector_migrations",
-    }
-    assert await db.table_names(migrated_db) == {"alembic_version", *langgraph}
+    others = {"checkpoint_extra", "store", "store_vectors", "store_migrations", "vector_migrations"}
+    assert await db.table_names(migrated_db) == {"alembic_version", *others}
