@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.postgres.base import MIGRATIONS
 from langgraph.graph import END, START, StateGraph
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
@@ -132,11 +136,17 @@ class Agent:
             open=False,
             # As LangGraph's checkpointer needs them: autocommit, rows as dicts, and no
             # server-side prepared statements (they break behind PgBouncer).
-            kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,
+                "row_factory": dict_row,
+                "application_name": APPLICATION_NAME,
+            },
             check=AsyncConnectionPool.check_connection,
             name="checkpointer",
         )
         await pool.open(wait=False)
+        POOLS.pools.add(pool)
         return cls(pool, search)
 
     async def ask(self, conversation_id: uuid.UUID, question: str, kbs: list[uuid.UUID]) -> Turn:
@@ -171,6 +181,37 @@ class Agent:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+# How the checkpointer's connections show in pg_stat_activity.
+APPLICATION_NAME = "langgraph-checkpointer"
+
+
+class _PoolMetrics(Collector):
+    """`checkpointer_pool_connections{state}` in `/metrics`, read from the live pools when
+    scraped: in_use, idle, waiting (requests queued for a connection) and max."""
+
+    def __init__(self) -> None:
+        self.pools: weakref.WeakSet[AsyncConnectionPool[Any]] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "checkpointer_pool_connections",
+            "LangGraph checkpointer's psycopg pool connections by state.",
+            labels=["state"],
+        )
+        stats = [pool.get_stats() for pool in list(self.pools) if not pool.closed]
+        size = sum(s.get("pool_size", 0) for s in stats)
+        idle = sum(s.get("pool_available", 0) for s in stats)
+        family.add_metric(["in_use"], size - idle)
+        family.add_metric(["idle"], idle)
+        family.add_metric(["waiting"], sum(s.get("requests_waiting", 0) for s in stats))
+        family.add_metric(["max"], sum(s.get("pool_max", 0) for s in stats))
+        yield family
+
+
+POOLS = _PoolMetrics()
+REGISTRY.register(POOLS)
 
 
 def libpq_url(url: URL) -> str:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
-from backend.modules.conversation.agent import NO_KNOWLEDGE_BASE, NO_MODEL, Agent
+from backend.modules.conversation.agent import APPLICATION_NAME, NO_KNOWLEDGE_BASE, NO_MODEL, Agent
 from tests.modules.knowledge_base.test_knowledge_base import add_text, make_kb
 from tests.modules.user.factories import PASSWORD, user_with_token
 
@@ -153,3 +153,33 @@ async def test_deleting_a_conversation_or_its_owner_deletes_its_agent_state(
     )
     assert account.status_code == 204, account.text
     assert await session.scalar(CHECKPOINT_ROWS, {"thread": kept["id"]}) == 0
+
+
+def gauge(metrics: str, state: str) -> float:
+    line = f'checkpointer_pool_connections{{state="{state}"}} '
+    return float(next(row for row in metrics.splitlines() if row.startswith(line)).split()[-1])
+
+
+async def test_a_checkpointer_connection_killed_costs_no_turn_and_the_pool_is_measured(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The checkpointer's psycopg pool beside the app's: bounded, in /metrics, and a connection
+    the server drops (pg_terminate_backend) is replaced when next taken."""
+    _, headers = await user_with_token(client, session)
+    conversation = await create(client, headers)
+    await ask(client, headers, conversation["id"], "First?")
+    metrics = (await client.get("/metrics")).text
+    assert gauge(metrics, "max") == 2
+    assert gauge(metrics, "idle") >= 1
+    assert gauge(metrics, "in_use") == 0
+
+    killed = await session.scalar(
+        text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :name AND datname = current_database()"
+        ),
+        {"name": APPLICATION_NAME},
+    )
+    assert killed >= 1
+    second = await ask(client, headers, conversation["id"], "Second?")
+    assert second["answer"]["content"] == NO_KNOWLEDGE_BASE
