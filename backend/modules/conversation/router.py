@@ -122,10 +122,11 @@ async def ask(
 ) -> Exchange:
     """Ask the agent: it searches the conversation's knowledge bases and answers, citing its
     sources (`[n]` in the answer is `citations[n-1]`). The question and the answer are added
-    to the history."""
+    to the history together, once the agent has answered (the request holds no database
+    connection while it works; if it fails, neither is stored)."""
+    turn = await agent.ask(conversation.id, data.content, conversation.knowledge_base_ids)
     question = Message(conversation_id=conversation.id, role="user", content=data.content)
     session.add(question)
-    turn = await agent.ask(conversation.id, data.content, conversation.knowledge_base_ids)
     answer = Message(
         conversation_id=conversation.id,
         role="assistant",

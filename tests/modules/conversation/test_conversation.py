@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.state import app_state
 from backend.modules.conversation.agent import APPLICATION_NAME, NO_KNOWLEDGE_BASE, NO_MODEL, Agent
 from tests.modules.knowledge_base.test_knowledge_base import add_text, make_kb
 from tests.modules.user.factories import PASSWORD, user_with_token
+from tests.support import db
 
 CONVERSATIONS = "/api/v1/conversations"
 CHECKPOINT_ROWS = text(
@@ -183,3 +185,25 @@ async def test_a_checkpointer_connection_killed_costs_no_turn_and_the_pool_is_me
     assert killed >= 1
     second = await ask(client, headers, conversation["id"], "Second?")
     assert second["answer"]["content"] == NO_KNOWLEDGE_BASE
+
+
+async def test_a_turn_that_fails_stores_neither_question_nor_answer(
+    client: httpx.AsyncClient, session: AsyncSession, app: FastAPI, app_db: URL
+) -> None:
+    """The agent's state cannot be written (its table renamed away, committed): the request
+    fails, and the history has no half of the exchange."""
+    _, headers = await user_with_token(client, session)
+    conversation = await create(client, headers)
+    url = f"{CONVERSATIONS}/{conversation['id']}/messages"
+    # As a client sees it: the server's answer, not the exception.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    await db.execute(app_db, "ALTER TABLE checkpoints RENAME TO checkpoints_away")
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
+            failed = await plain.post(url, headers=headers, json={"content": "Lost?"})
+    finally:
+        await db.execute(app_db, "ALTER TABLE checkpoints_away RENAME TO checkpoints")
+    assert failed.status_code == 500
+    assert failed.json()["code"] == "internal_error"
+    assert (await client.get(url, headers=headers)).json()["items"] == []
+    assert (await ask(client, headers, conversation["id"], "Back?"))["answer"]["content"]
