@@ -171,7 +171,8 @@ class Agent:
                 "SELECT coalesce(max(v), -1) AS v FROM checkpoint_migrations"
             )
             row = await found.fetchone()
-        have, want = (row or {"v": -1})["v"], len(MIGRATIONS) - 1
+        assert row is not None  # an aggregate: always one row
+        have, want = row["v"], len(MIGRATIONS) - 1
         if have < want:
             raise RuntimeError(
                 f"LangGraph's checkpointer schema is at version {have}, the installed library "

@@ -138,9 +138,7 @@ async def ask(
     )
     session.add(answer)
     conversation.updated_at = func.now()
-    await session.flush()
-    await session.refresh(question)
-    await session.refresh(answer)
+    await session.flush()  # server defaults come back with the INSERT (eager_defaults)
     return Exchange(
         question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer)
     )

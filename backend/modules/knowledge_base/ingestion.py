@@ -115,8 +115,8 @@ RENEW = text(
 SMALL_CHARS = 64 * 1024
 
 
-# A claimed document read and cut: its sections, and the pieces that become its chunks.
-Prepared = tuple["Claim", list[Section], Sequence[Piece]]
+# A claimed document read and cut: its text's length, and the pieces that become its chunks.
+Prepared = tuple["Claim", int, Sequence[Piece]]
 
 
 @dataclass(frozen=True)
@@ -245,13 +245,17 @@ class Ingestion:
             except Exception as exc:
                 statuses[claim.id] = await self._failed(claim, exc)
                 continue
-            prepared.append((claim, sections, pieces))
+            prepared.append((claim, sum(len(section.text) for section in sections), pieces))
         try:
             if prepared:
                 statuses |= await self._store(prepared)
         except Exception as exc:
+            if not isinstance(exc, AppError):  # logged once for the batch, not per document
+                log.warning(
+                    "storing documents %s failed", [c.id for c, _, _ in prepared], exc_info=exc
+                )
             for claim, _, _ in prepared:
-                statuses[claim.id] = await self._failed(claim, exc)
+                statuses[claim.id] = await self._failed(claim, exc, logged=True)
             return [statuses[claim.id] for claim in claims]
         ready = [(claim, pieces) for claim, _, pieces in prepared if statuses[claim.id] == "ready"]
         seconds = time.perf_counter() - started
@@ -286,7 +290,7 @@ class Ingestion:
                     for vector in itertools.islice(given, len(pieces))
                     if claim.id in stored
                 ]
-            held = [(c, sections, pieces) for c, sections, pieces in prepared if c.id in stored]
+            held = [(c, chars, pieces) for c, chars, pieces in prepared if c.id in stored]
             if held:
                 ids = [claim.id for claim, _, _ in held]
                 await session.execute(delete(Chunk).where(Chunk.document_id.in_(ids)))
@@ -303,14 +307,15 @@ class Ingestion:
             claim.id: "ready" if claim.id in stored else "superseded" for claim, _, _ in prepared
         }
 
-    async def _failed(self, claim: Claim, exc: Exception) -> str:
+    async def _failed(self, claim: Claim, exc: Exception, *, logged: bool = False) -> str:
         """The document back in the queue for a retry (a failure worth one), or failed."""
         if isinstance(exc, AppError):
             if exc.status_code >= 500 and claim.attempts < self.settings.ingestion_max_attempts:
                 return await self._retry(claim, exc.detail)
             return await self._fail(claim, exc.detail)
         # The database, the network: worth another try.
-        log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=exc)
+        if not logged:
+            log.warning("document %s attempt %d failed", claim.id, claim.attempts, exc_info=exc)
         # One line: a database error's full text (its SQL) is for the log, not the API.
         if claim.attempts < self.settings.ingestion_max_attempts:
             return await self._retry(claim, reason(exc))
@@ -415,12 +420,12 @@ async def _ready(
                 "id": claim.id,
                 "status": "ready",
                 "chunk_count": len(pieces),
-                "char_count": sum(len(section.text) for section in sections),
+                "char_count": chars,
                 "pending_text": None,
                 "error": None,
                 "locked_until": None,
             }
-            for claim, sections, pieces in held
+            for claim, chars, pieces in held
         ],
     )
     added: dict[uuid.UUID, int] = {}

@@ -126,7 +126,13 @@ async def add_document(
     "/{kb_id}/document-batches",
     response_model=DocumentBatchRead,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(DocumentLimitReached, TooManyQueuedDocuments),
+    responses=error_responses(
+        SourceFileNotFound,
+        UnsupportedDocumentType,
+        DocumentTooLarge,
+        DocumentLimitReached,
+        TooManyQueuedDocuments,
+    ),
 )
 async def add_documents(
     settings: KnowledgeBaseSettingsDep,
@@ -138,8 +144,9 @@ async def add_documents(
     """Queue up to 1,000 documents in one request (each as `POST .../documents` takes it; the
     body is bounded by MAX_REQUEST_BYTES): each is answered in order, `pending` with its id, or
     `refused` with the `code` and `detail` it would have had alone. Past the owner's limits
-    partway, the rest are refused; when none could be queued, the answer is that error (413 or
-    429 with Retry-After). Short text bodies queued together are also processed together."""
+    partway, the rest are refused; when none could be queued, the answer is the first one's
+    error (413, 415, 422, or 429 with Retry-After). Short text bodies queued together are also
+    processed together."""
     created = await service.create_documents(
         session, owner=user, kb=kb, items=data.documents, settings=settings
     )
@@ -204,8 +211,8 @@ async def search(
     reranker: RerankerDep,
 ) -> SearchResults:
     """The `top_k` chunks of this knowledge base that best answer the query, best first:
-    `hybrid` (default) fuses meaning (vectors) and words (full-text) by reciprocal rank;
-    `vector` and `keyword` use one alone."""
+    `hybrid` (default) sums meaning (vectors) and words (BM25), each ranking's scores scaled
+    to 0..1 and weighted; `vector` and `keyword` use one alone."""
     results = await searching.search(
         session,
         kb=kb,

@@ -1,5 +1,6 @@
-"""Search in a knowledge base: vector (exact or through the HNSW index), keyword (PostgreSQL
-full-text search) or both fused by reciprocal rank, each statement built once at import."""
+"""Search in a knowledge base: vector (exact or through the HNSW index), keyword (BM25 over
+PostgreSQL's full-text lexemes) or both, their scores scaled and summed with weights; each
+statement built once at import."""
 
 from __future__ import annotations
 

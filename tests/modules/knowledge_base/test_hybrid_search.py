@@ -1,5 +1,5 @@
-"""Keyword and hybrid search through HTTP: full-text in PostgreSQL, fused with the vector
-ranking by reciprocal rank in one statement, inside one knowledge base."""
+"""Keyword and hybrid search through HTTP: BM25 in PostgreSQL, summed with the vector
+ranking (scores scaled and weighted) in one statement, inside one knowledge base."""
 
 from __future__ import annotations
 
