@@ -90,17 +90,22 @@ async def delete(session: SessionDep, kb: OwnedKnowledgeBaseForUpdate) -> None:
     await service.delete(session, kb=kb)
 
 
+# What adding a document can answer instead of 202 (one alone, or a batch none of which was
+# queued).
+DOCUMENT_ERRORS = error_responses(
+    SourceFileNotFound,
+    UnsupportedDocumentType,
+    DocumentTooLarge,
+    DocumentLimitReached,
+    TooManyQueuedDocuments,
+)
+
+
 @router.post(
     "/{kb_id}/documents",
     response_model=DocumentRead,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(
-        SourceFileNotFound,
-        UnsupportedDocumentType,
-        DocumentTooLarge,
-        DocumentLimitReached,
-        TooManyQueuedDocuments,
-    ),
+    responses=DOCUMENT_ERRORS,
 )
 async def add_document(
     request: Request,
@@ -126,13 +131,7 @@ async def add_document(
     "/{kb_id}/document-batches",
     response_model=DocumentBatchRead,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(
-        SourceFileNotFound,
-        UnsupportedDocumentType,
-        DocumentTooLarge,
-        DocumentLimitReached,
-        TooManyQueuedDocuments,
-    ),
+    responses=DOCUMENT_ERRORS,
 )
 async def add_documents(
     settings: KnowledgeBaseSettingsDep,
