@@ -1,11 +1,14 @@
 """The agent: a LangGraph graph whose state LangGraph's own PostgreSQL checkpointer keeps, one
 thread per conversation (`thread_id` is the conversation's id).
 
-A turn is two steps: `retrieve` searches the conversation's knowledge bases (the knowledge-base
-module's hybrid search) and `answer` writes the reply from what it found, numbering its sources
-as citations. No language model is configured in this version: the answer quotes the best
-passages and says so. The checkpointer's state also keeps the whole exchange (`history`), so a
-turn can read the turns before it.
+With a language model (any OpenAI-compatible chat endpoint, model.py), a turn is the model
+answering with a tool, `search_knowledge_bases`, which runs the knowledge-base module's hybrid
+search over the conversation's knowledge bases; the passages found are numbered as citations
+for the model to cite as [n]; the model sees the conversation's earlier exchanges. Without one,
+a turn is that search for the question, then an extractive answer quoting the best passages
+and saying that no model is configured. Either way the nodes report as they go (tokens, tool
+calls, citations, the model's token usage) through LangGraph's custom stream, which runs.py
+turns into the turn's events.
 
 The checkpointer talks to PostgreSQL through psycopg (LangGraph supports no other driver), in a
 pool of its own (CHECKPOINTER_POOL_SIZE connections at most); its tables are created and
@@ -14,6 +17,7 @@ upgraded by `alembic upgrade head` (revision 5d444fabc409), never by `setup()` a
 
 from __future__ import annotations
 
+import json
 import operator
 import uuid
 import weakref
@@ -22,6 +26,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.postgres.base import MIGRATIONS
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +34,8 @@ from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
+
+from backend.modules.conversation.model import ChatModel
 
 
 class Passage(TypedDict):
@@ -43,20 +50,28 @@ class Passage(TypedDict):
 
 
 class Turn(TypedDict, total=False):
-    """The graph's state: this turn's question and findings, and every exchange so far."""
+    """The graph's state: this turn's question, findings and model exchange (`scratch`), and
+    every exchange so far (`history`)."""
 
     question: str
     knowledge_base_ids: list[str]
     passages: list[Passage]
-    answer: str
+    scratch: list[dict[str, Any]]
+    searches: int
+    answer: str | None
     history: Annotated[list[dict[str, str]], operator.add]
 
 
 # Searches knowledge bases (by id) for a question: the best passages, best first.
 Search = Callable[[str, list[uuid.UUID]], Awaitable[list[Passage]]]
+# What a turn reports as it goes: (event, data): token, tool_call, citation and usage.
+Emit = Callable[[str, dict[str, Any]], None]
 
-# How much of a passage an answer quotes.
+# How much of a passage an extractive answer quotes, and a model reads.
 QUOTE_CHARS = 400
+PASSAGE_CHARS = 2000
+# The longest query the model may search for.
+QUERY_CHARS = 1000
 NO_MODEL = (
     "No language model is configured, so this answer quotes the passages of this "
     "conversation's knowledge bases that best match the question:"
@@ -66,6 +81,36 @@ NO_KNOWLEDGE_BASE = (
     "This conversation has no knowledge base to search (name some in `knowledge_base_ids` "
     "when creating one), and no language model is configured to answer on its own."
 )
+SEARCH_TOOL = "search_knowledge_bases"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": SEARCH_TOOL,
+            "description": (
+                "Search the documents of this conversation's knowledge bases. Returns numbered "
+                "passages; cite them in the answer as [n]."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "what to look for"}},
+                "required": ["query"],
+            },
+        },
+    }
+]
+SYSTEM = (
+    "You are the assistant of this service. Answer from the user's documents: search them with "
+    f"the {SEARCH_TOOL} tool, cite the passages you use as [n], and say so when they do not "
+    "hold the answer."
+)
+SYSTEM_NO_DOCUMENTS = "You are the assistant of this service. This conversation has no documents."
+
+
+def where(passage: Passage) -> str:
+    """A passage's place: title, page, section."""
+    page = f"page {passage['page']}" if passage["page"] is not None else None
+    return ", ".join(part for part in (passage["title"], page, passage["section"]) if part)
 
 
 def extractive_answer(passages: list[Passage], searched: bool) -> str:
@@ -79,53 +124,179 @@ def extractive_answer(passages: list[Passage], searched: bool) -> str:
         text = " ".join(passage["text"].split())
         if len(text) > QUOTE_CHARS:
             text = text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " ..."
-        where = ", ".join(
-            part
-            for part in (
-                passage["title"],
-                f"page {passage['page']}" if passage["page"] is not None else None,
-                passage["section"],
-            )
-            if part
-        )
-        quoted.append(f"[{n}] {text} ({where})")
+        quoted.append(f"[{n}] {text} ({where(passage)})")
     return "\n\n".join(quoted)
 
 
-def build_graph(search: Search, checkpointer: AsyncPostgresSaver) -> Any:
-    """retrieve -> answer, its state checkpointed per thread."""
+def citation(n: int, passage: Passage) -> dict[str, Any]:
+    """The `citation` event's data: `[n]` in the answer, and where it came from."""
+    return {
+        "n": n,
+        "document_id": passage["document_id"],
+        "title": passage["title"],
+        "page": passage["page"],
+        "section": passage["section"],
+        "chunk_id": passage["chunk_id"],
+    }
+
+
+def _emit(event: str, data: dict[str, Any]) -> None:
+    get_stream_writer()({"event": event, "data": data})
+
+
+async def _search(
+    search: Search, state: Turn, query: str, found: list[Passage]
+) -> tuple[list[Passage], list[int]]:
+    """Search, number what is new after `found` (emitting its citations), and return the new
+    list and the numbers of this search's passages."""
+    ids = [uuid.UUID(kb) for kb in state["knowledge_base_ids"]]
+    _emit("tool_call", {"name": SEARCH_TOOL, "arguments": {"query": query}})
+    passages = await search(query, ids) if ids else []
+    cited = {p["chunk_id"]: n for n, p in enumerate(found, 1)}
+    found = list(found)
+    numbers = []
+    for passage in passages:
+        if passage["chunk_id"] not in cited:
+            found.append(passage)
+            cited[passage["chunk_id"]] = len(found)
+            _emit("citation", citation(len(found), passage))
+        numbers.append(cited[passage["chunk_id"]])
+    return found, numbers
+
+
+def build_graph(
+    search: Search,
+    checkpointer: AsyncPostgresSaver,
+    model: ChatModel | None = None,
+    *,
+    max_searches: int = 3,
+    history_messages: int = 20,
+) -> Any:
+    """With a model: `model` (streams its answer, may ask for searches) <-> `tools` (runs
+    them), then `finish`. Without: `retrieve` (one search for the question) -> `answer`
+    (extractive). The state is checkpointed per thread."""
 
     async def retrieve(state: Turn) -> Turn:
-        ids = [uuid.UUID(kb) for kb in state["knowledge_base_ids"]]
-        return {"passages": await search(state["question"], ids) if ids else []}
+        if not state["knowledge_base_ids"]:
+            return {"passages": []}
+        found, _ = await _search(search, state, state["question"], [])
+        return {"passages": found}
 
     async def answer(state: Turn) -> Turn:
         reply = extractive_answer(state["passages"], bool(state["knowledge_base_ids"]))
+        _emit("token", {"text": reply})
+        return {"answer": reply}
+
+    async def call_model(state: Turn) -> Turn:
+        assert model is not None
+        can_search = bool(state["knowledge_base_ids"]) and state["searches"] < max_searches
+        system = SYSTEM if state["knowledge_base_ids"] else SYSTEM_NO_DOCUMENTS
+        earlier = state.get("history", [])[-history_messages:] if history_messages else []
+        messages = [
+            {"role": "system", "content": system},
+            *earlier,
+            {"role": "user", "content": state["question"]},
+            *state["scratch"],
+        ]
+        reply = await model.stream(
+            messages, TOOLS if can_search else [], lambda text: _emit("token", {"text": text})
+        )
+        _emit("usage", {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens})
+        if reply.tool_calls and can_search:
+            asked = {
+                "role": "assistant",
+                "content": reply.content or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in reply.tool_calls
+                ],
+            }
+            return {"scratch": [*state["scratch"], asked]}
+        return {"answer": reply.content}
+
+    async def tools(state: Turn) -> Turn:
+        calls = state["scratch"][-1]["tool_calls"]
+        found, results = state["passages"], []
+        searches = state["searches"]
+        for call in calls:
+            query = _query(call["function"], state["question"])
+            if call["function"]["name"] != SEARCH_TOOL or query is None:
+                content = f"Unknown tool or arguments; the only tool is {SEARCH_TOOL}(query)."
+            elif searches >= max_searches:
+                content = "No more searches in this turn: answer with what you have."
+            else:
+                searches += 1
+                found, numbers = await _search(search, state, query, found)
+                content = (
+                    "\n\n".join(
+                        f"[{n}] {found[n - 1]['text'][:PASSAGE_CHARS]} ({where(found[n - 1])})"
+                        for n in numbers
+                    )
+                    or "Nothing found."
+                )
+            results.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+        return {"passages": found, "scratch": [*state["scratch"], *results], "searches": searches}
+
+    def after_model(state: Turn) -> str:
+        return "tools" if state.get("answer") is None else "finish"
+
+    async def finish(state: Turn) -> Turn:
         exchange = [
             {"role": "user", "content": state["question"]},
-            {"role": "assistant", "content": reply},
+            {"role": "assistant", "content": state["answer"] or ""},
         ]
-        return {"answer": reply, "history": exchange}
+        return {"history": exchange}
 
     graph = StateGraph(Turn)
-    graph.add_node("retrieve", retrieve)
-    graph.add_node("answer", answer)
-    graph.add_edge(START, "retrieve")
-    graph.add_edge("retrieve", "answer")
-    graph.add_edge("answer", END)
+    graph.add_node("finish", finish)
+    if model is None:
+        graph.add_node("retrieve", retrieve)
+        graph.add_node("answer", answer)
+        graph.add_edge(START, "retrieve")
+        graph.add_edge("retrieve", "answer")
+        graph.add_edge("answer", "finish")
+    else:
+        graph.add_node("model", call_model)
+        graph.add_node("tools", tools)
+        graph.add_edge(START, "model")
+        graph.add_conditional_edges("model", after_model, ["tools", "finish"])
+        graph.add_edge("tools", "model")
+    graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def _query(function: dict[str, Any], question: str) -> str | None:
+    """The search query of a tool call's arguments (the question if it names none); None when
+    the arguments are not a JSON object."""
+    try:
+        arguments = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    query = arguments.get("query")
+    query = query if isinstance(query, str) and query.strip() else question
+    return query[:QUERY_CHARS]
 
 
 class Agent:
     """The compiled graph, its checkpointer and the checkpointer's connection pool."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], search: Search) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], graph: Callable[[AsyncPostgresSaver], Any]
+    ) -> None:
         self.pool = pool
         self.checkpointer = AsyncPostgresSaver(pool)
-        self.graph = build_graph(search, self.checkpointer)
+        self.graph = graph(self.checkpointer)
 
     @classmethod
-    async def start(cls, database_url: URL, *, pool_size: int, search: Search) -> Agent:
+    async def start(
+        cls, database_url: URL, *, pool_size: int, graph: Callable[[AsyncPostgresSaver], Any]
+    ) -> Agent:
         """The pool connects when first used: a database that is away at start does not stop
         the app (`/readyz` says what is wrong). A connection that broke is noticed when it is
         taken (`check`) and replaced."""
@@ -147,15 +318,28 @@ class Agent:
         )
         await pool.open(wait=False)
         POOLS.pools.add(pool)
-        return cls(pool, search)
+        return cls(pool, graph)
 
-    async def ask(self, conversation_id: uuid.UUID, question: str, kbs: list[uuid.UUID]) -> Turn:
-        """One turn of the conversation's thread: its answer and the passages it cites."""
+    async def run(
+        self, conversation_id: uuid.UUID, question: str, kbs: list[uuid.UUID], emit: Emit
+    ) -> Turn:
+        """One turn of the conversation's thread, reporting as it goes; its final state."""
         config = {"configurable": {"thread_id": str(conversation_id)}}
-        state: Turn = await self.graph.ainvoke(
-            {"question": question, "knowledge_base_ids": [str(kb) for kb in kbs]}, config
-        )
-        return state
+        turn: Turn = {
+            "question": question,
+            "knowledge_base_ids": [str(kb) for kb in kbs],
+            "passages": [],
+            "scratch": [],
+            "searches": 0,
+            "answer": None,  # set by the node that answers
+        }
+        final: Turn = {}
+        async for mode, chunk in self.graph.astream(turn, config, stream_mode=["custom", "values"]):
+            if mode == "custom":
+                emit(chunk["event"], chunk["data"])
+            else:
+                final = chunk
+        return final
 
     async def state(self, conversation_id: uuid.UUID) -> Turn:
         """The thread's last checkpointed state (empty for a conversation never asked)."""

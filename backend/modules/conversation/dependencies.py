@@ -10,11 +10,14 @@ from sqlalchemy import select
 
 from backend.core.errors import raises
 from backend.core.state import ReadinessChecks, app_state, provided
+from backend.core.tracing import Tracing
 from backend.db.session import Database, ReadSessionDep, SessionDep, release_connection
 from backend.modules.conversation import service
-from backend.modules.conversation.agent import Agent, Passage, Search
+from backend.modules.conversation.agent import Agent, Passage, Search, build_graph
 from backend.modules.conversation.exceptions import ConversationNotFound
+from backend.modules.conversation.model import ChatModel
 from backend.modules.conversation.models import Conversation
+from backend.modules.conversation.runs import Runs
 from backend.modules.conversation.settings import ConversationSettings
 from backend.modules.knowledge_base import search as searching
 from backend.modules.knowledge_base.embeddings import Embedder
@@ -25,29 +28,66 @@ from backend.modules.user.dependencies import CurrentUser
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The agent: its graph, LangGraph's checkpointer and the checkpointer's own pool; `/readyz`
-    checks that the checkpointer's tables are where the installed LangGraph expects them."""
+    """The agent: its graph, the language model if one is configured, LangGraph's checkpointer
+    and the checkpointer's own pool; the runs answering turns. `/readyz` checks that the
+    checkpointer's tables are where the installed LangGraph expects them."""
     state = app_state(app)
     database = state.get(Database)
     settings = state.get(ConversationSettings)
+    model = chat_model(settings, state.find(Tracing))
+    search = knowledge_base_search(
+        lambda: state.get(Database),
+        state.get(Embedder),
+        state.get(KnowledgeBaseSettings),
+        settings.conversation_passages,
+    )
     agent = await Agent.start(
         database.engine.url,
         pool_size=settings.checkpointer_pool_size,
-        search=knowledge_base_search(
-            lambda: state.get(Database),
-            state.get(Embedder),
-            state.get(KnowledgeBaseSettings),
-            settings.conversation_passages,
+        graph=lambda checkpointer: build_graph(
+            search,
+            checkpointer,
+            model,
+            max_searches=settings.agent_max_tool_calls,
+            history_messages=settings.agent_history_messages,
         ),
     )
+    runs = Runs(
+        lambda: state.get(Database),
+        agent,
+        daily_tokens=settings.model_daily_tokens_per_user if model else 0,
+    )
     state.provide(Agent, agent)
+    state.provide(Runs, runs)
     state.get(ReadinessChecks)["agent state"] = agent.check_schema
     try:
         yield
     finally:
         state.get(ReadinessChecks).pop("agent state", None)
+        state.remove(Runs)
         state.remove(Agent)
-        await agent.close()
+        try:
+            await runs.close()
+        finally:
+            await agent.close()
+            if model is not None:
+                await model.aclose()
+
+
+def chat_model(settings: ConversationSettings, tracing: Tracing | None) -> ChatModel | None:
+    """The configured language model, or None (the agent then answers extractively)."""
+    if not settings.model_base_url:
+        return None
+    key = settings.model_api_key
+    return ChatModel(
+        base_url=settings.model_base_url,
+        model=settings.model_name,
+        api_key=key.get_secret_value() if key else None,
+        timeout=settings.model_timeout,
+        retries=settings.model_retries,
+        max_tokens=settings.model_max_tokens,
+        tracer=tracing.provider.get_tracer(__name__) if tracing else None,
+    )
 
 
 def knowledge_base_search(
@@ -97,6 +137,7 @@ def knowledge_base_search(
 
 
 AgentDep = Annotated[Agent, Depends(provided(Agent))]
+RunsDep = Annotated[Runs, Depends(provided(Runs))]
 
 
 @raises(ConversationNotFound)

@@ -1,20 +1,33 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import func
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from backend.core.errors import error_responses
+from fastapi import APIRouter, Header, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from backend.core.errors import AppError, error_responses
 from backend.core.pagination import PageDep
 from backend.db.session import ReadSessionDep, SessionDep
 from backend.modules.conversation import service
 from backend.modules.conversation.dependencies import (
-    AgentDep,
     OwnedConversation,
     OwnedConversationForUpdate,
+    RunsDep,
     lifespan,
 )
-from backend.modules.conversation.exceptions import ConversationNotFound, UnknownKnowledgeBase
-from backend.modules.conversation.models import Message
+from backend.modules.conversation.exceptions import (
+    AgentFailed,
+    ConversationNotFound,
+    DailyTokensSpent,
+    ModelFailed,
+    RunInterrupted,
+    RunNotFound,
+    TurnInProgress,
+    UnknownKnowledgeBase,
+)
+from backend.modules.conversation.runs import Event, sse
 from backend.modules.conversation.schemas import (
     ConversationCreate,
     ConversationPage,
@@ -23,8 +36,8 @@ from backend.modules.conversation.schemas import (
     Exchange,
     MessageCreate,
     MessagePage,
-    MessageRead,
 )
+from backend.modules.conversation.settings import ConversationSettingsDep
 from backend.modules.user.dependencies import CurrentUser
 
 router = APIRouter(prefix="/conversations", tags=["conversations"], lifespan=lifespan)
@@ -108,37 +121,106 @@ async def list_messages(
     )
 
 
+EVENT_STREAM = "text/event-stream"
+# No caching, and no buffering by nginx-style proxies: each event leaves as it is written.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+EVENTS = ["tool_call", "citation", "token", "message", "error", "done"]
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "With `Accept: text/event-stream`: the turn as server-sent events, each "
+        "with an id `<run>:<n>` and JSON data: `tool_call` {name, arguments}, `citation` {n, "
+        "document_id, title, page, section, chunk_id}, `token` {text}, `message` (the stored "
+        "exchange, as the JSON answer), `error` {code, detail}, `done` {status}; a `: heartbeat` "
+        "comment on a quiet stream. An error once it has started is an `error` event, then "
+        "`done`.",
+        "content": {
+            EVENT_STREAM: {
+                "schema": {  # one event (OpenAPI 3.2's itemSchema; 3.1 tools read it so)
+                    "type": "object",
+                    "required": ["event", "id", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": EVENTS},
+                        "id": {"type": "string"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def event_stream(run_id: uuid.UUID, events: AsyncIterator[Event | None]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        async for event in events:
+            yield sse(run_id, event)
+
+    return StreamingResponse(body(), media_type=EVENT_STREAM, headers=SSE_HEADERS)
+
+
 @router.post(
     "/{conversation_id}/messages",
     response_model=Exchange,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(ConversationNotFound),
+    responses={
+        **STREAMED,
+        **error_responses(
+            ConversationNotFound,
+            TurnInProgress,
+            DailyTokensSpent,
+            ModelFailed,
+            AgentFailed,
+            RunInterrupted,
+        ),
+    },
 )
 async def ask(
-    session: SessionDep,
-    conversation: OwnedConversationForUpdate,
-    agent: AgentDep,
+    request: Request,
+    user: CurrentUser,
+    conversation: OwnedConversation,
+    runs: RunsDep,
+    settings: ConversationSettingsDep,
     data: MessageCreate,
-) -> Exchange:
+) -> Any:
     """Ask the agent: it searches the conversation's knowledge bases and answers, citing its
-    sources (`[n]` in the answer is `citations[n-1]`). The question and the answer are added
-    to the history together, once the agent has answered (the request holds no database
-    connection while it works; if it fails, neither is stored)."""
-    turn = await agent.ask(conversation.id, data.content, conversation.knowledge_base_ids)
-    question = Message(conversation_id=conversation.id, role="user", content=data.content)
-    session.add(question)
-    answer = Message(
-        conversation_id=conversation.id,
-        role="assistant",
-        content=turn["answer"],
-        citations=[
-            {key: passage[key] for key in ("document_id", "title", "page", "section", "chunk_id")}
-            for passage in turn["passages"]
-        ],
-    )
-    session.add(answer)
-    conversation.updated_at = func.now()
-    await session.flush()  # server defaults come back with the INSERT (eager_defaults)
-    return Exchange(
-        question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer)
+    sources (`[n]` in the answer is `citations[n-1]`). With `Accept: text/event-stream` the
+    answer streams as it is written; otherwise the reply is the stored exchange (201). The
+    turn belongs to the server: a client that goes away can follow the rest at `GET
+    .../events` (with `Last-Event-ID`, on any replica), and the answer lands in the history
+    either way, with the question, once the agent has answered (if it fails, neither is
+    stored)."""
+    run = await runs.start(conversation=conversation, owner_id=user.id, question=data.content)
+    if EVENT_STREAM in request.headers.get("accept", ""):
+        return event_stream(run.id, run.follow(settings.sse_heartbeat_seconds))
+    await run.finished.wait()
+    if isinstance(run.outcome, AppError):
+        raise run.outcome
+    return run.outcome
+
+
+@router.get(
+    "/{conversation_id}/events",
+    status_code=status.HTTP_200_OK,
+    response_class=StreamingResponse,
+    responses={**STREAMED, **error_responses(ConversationNotFound, RunNotFound)},
+)
+async def follow_events(
+    conversation: OwnedConversation,
+    runs: RunsDep,
+    settings: ConversationSettingsDep,
+    last_event_id: Annotated[
+        str,
+        Header(
+            pattern=r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+            r":[0-9]{1,9})?$",
+            description="The id of the last event received (`<run id>:<n>`)",
+        ),
+    ] = "",
+) -> StreamingResponse:
+    """The conversation's latest turn as server-sent events, from its first event, or after
+    `Last-Event-ID` (`<run>:<n>`, as a browser's EventSource sends it when it reconnects):
+    for a client whose stream broke, on any replica. It ends with the turn's `done`."""
+    run_id, after = await runs.find(conversation.id, last_event_id)
+    return event_stream(
+        run_id, runs.replay(run_id, conversation.id, after, settings.sse_heartbeat_seconds)
     )

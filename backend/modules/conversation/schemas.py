@@ -58,6 +58,9 @@ class MessageRead(BaseModel):
     role: Literal["user", "assistant"]
     content: str
     citations: list[Citation]
+    # The language model's tokens this answer cost (null for a question, or without a model).
+    prompt_tokens: int | None
+    completion_tokens: int | None
     created_at: datetime
 
 

@@ -206,7 +206,7 @@ class OpenAIEmbedder:
             vectors = [[float(x) for x in item["embedding"]] for item in data]
         except httpx.HTTPError as exc:
             # Never its text: httpx names the URL, and a URL can hold credentials.
-            raise EmbeddingError(f"The embedding service failed ({_cause(exc)})") from None
+            raise EmbeddingError(f"The embedding service failed ({http_cause(exc)})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise EmbeddingError(f"The embedding service answered malformed JSON ({exc})") from None
         if len(vectors) != len(texts):
@@ -225,7 +225,7 @@ class OpenAIEmbedder:
         await self._client.aclose()
 
 
-def _cause(exc: httpx.HTTPError) -> str:
+def http_cause(exc: httpx.HTTPError) -> str:
     """What went wrong with a request, without its URL."""
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
@@ -242,17 +242,23 @@ async def post_retrying(
     """POST `payload` as JSON; a 429, a 5xx or a dropped connection is retried with exponential
     backoff and jitter (at least what Retry-After asks), `retries` times. Raises httpx's error
     for the last failure, or at once for any other 4xx."""
-    retrying = AsyncRetrying(
+    async for attempt in retrying(retries, max_backoff):
+        with attempt:
+            response = await client.post(path, json=payload)
+            response.raise_for_status()
+    return response
+
+
+def retrying(retries: int, max_backoff: float = 8.0) -> AsyncRetrying:
+    """Attempts for a call to a remote model: a 429, a 5xx (raised as httpx's
+    HTTPStatusError) or a dropped connection is retried with exponential backoff and jitter
+    (at least what Retry-After asks), `retries` times; the last failure is raised."""
+    return AsyncRetrying(
         stop=stop_after_attempt(retries + 1),
         wait=_RetryAfter(wait_random_exponential(multiplier=0.25, max=max_backoff)),
         retry=retry_if_exception(_transient),
         reraise=True,
     )
-    async for attempt in retrying:
-        with attempt:
-            response = await client.post(path, json=payload)
-            response.raise_for_status()
-    return response
 
 
 def _transient(exc: BaseException) -> bool:
