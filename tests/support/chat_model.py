@@ -39,12 +39,17 @@ class ScriptedModel:
     default: Step = field(default_factory=lambda: Step(text="An answer."))
     stamped: bool = False  # tokens are the time they left at (the bench)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    asked: asyncio.Event = field(default_factory=asyncio.Event)  # set by every request
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["method"] != "POST":  # a probe
+            await respond(send, 404, b"", b"text/plain")
+            return
         body = json.loads(await read_body(receive))
         self.requests.append(body)
+        self.asked.set()
         step = self.script.pop(0) if self.script else self.default
         if step.status != 200:
             error = json.dumps({"error": {"message": "scripted failure"}}).encode()

@@ -334,7 +334,11 @@ class Agent:
             "answer": None,  # set by the node that answers
         }
         final: Turn = {}
-        async for mode, chunk in self.graph.astream(turn, config, stream_mode=["custom", "values"]):
+        # The checkpoint is written once, when the turn ends (however it ends): one write per
+        # turn, none of them on the way to the first token.
+        async for mode, chunk in self.graph.astream(
+            turn, config, stream_mode=["custom", "values"], durability="exit"
+        ):
             if mode == "custom":
                 emit(chunk["event"], chunk["data"])
             else:

@@ -62,4 +62,3 @@ class RunInterrupted(Unavailable):
     detail = (
         "The server answering this turn stopped before it finished; nothing was stored: ask again"
     )
-

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,10 +64,19 @@ AGENT_FAILED = {"code": AgentFailed.code, "detail": AgentFailed.detail}
 
 # Today in UTC, by the database's clock (every replica's), and the seconds until tomorrow.
 TODAY = "(now() AT TIME ZONE 'utc')::date"
-USED_TODAY = text(
-    f"SELECT coalesce((SELECT tokens FROM token_usage WHERE user_id = :user AND day = {TODAY}), 0)"
-    " AS used, ceil(extract(epoch FROM (date_trunc('day', now() AT TIME ZONE 'utc')"
-    " + interval '1 day') - now() AT TIME ZONE 'utc'))::int AS until_tomorrow"
+# A turn's run, in one statement: the conversation's finished runs (and their events) go, only
+# its latest turn being followable; none is opened (no row back) past the owner's daily tokens
+# (:limit, 0: none); one already running violates uq_conversation_runs_running.
+OPEN = text(
+    "WITH gone AS (DELETE FROM conversation_runs "
+    "WHERE conversation_id = :conversation AND status <> 'running') "
+    "INSERT INTO conversation_runs (id, conversation_id) SELECT :id, :conversation "
+    "WHERE :limit = 0 OR coalesce((SELECT tokens FROM token_usage "
+    f"WHERE user_id = :user AND day = {TODAY}), 0) < :limit RETURNING id"
+)
+UNTIL_TOMORROW = text(
+    "SELECT ceil(extract(epoch FROM (date_trunc('day', now() AT TIME ZONE 'utc')"
+    " + interval '1 day') - now() AT TIME ZONE 'utc'))::int"
 )
 SPEND = text(
     f"INSERT INTO token_usage (user_id, day, tokens) VALUES (:user, {TODAY}, :tokens) "
@@ -167,26 +176,22 @@ class Runs:
     ) -> LiveRun:
         """Open a run for the question (409 while the conversation has one running, 429 past
         the owner's tokens for today) and start answering it in the background."""
-        async with self.database().sessionmaker() as session, session.begin():
-            if self.daily_tokens:
-                row = (await session.execute(USED_TODAY, {"user": owner_id})).one()
-                if row.used >= self.daily_tokens:
-                    raise DailyTokensSpent(retry_after=max(1, row.until_tomorrow))
-            # A run its process left behind; then the conversation's finished ones (and their
-            # events): only the latest turn can be followed.
-            await session.execute(
-                EXPIRE, {"expiry": LEASE_EXPIRY, "run": None, "conversation": conversation.id}
-            )
-            await session.execute(
-                delete(Run).where(Run.conversation_id == conversation.id, Run.status != "running")
-            )
-            row_ = Run(conversation_id=conversation.id)
-            session.add(row_)
-            try:
-                await session.flush()
-            except IntegrityError:
-                raise TurnInProgress() from None
-        run = LiveRun(row_.id)
+        run_id = uuid.uuid4()
+        values = {
+            "id": run_id,
+            "conversation": conversation.id,
+            "user": owner_id,
+            "limit": self.daily_tokens,
+        }
+        try:
+            async with self.database().sessionmaker() as session, session.begin():
+                opened = await session.scalar(OPEN, values)
+                until_tomorrow = await session.scalar(UNTIL_TOMORROW) if opened is None else 0
+        except IntegrityError:
+            until_tomorrow = await self._reopen(values)
+        if until_tomorrow:
+            raise DailyTokensSpent(retry_after=max(1, until_tomorrow))
+        run = LiveRun(run_id)
         self.live[run.id] = run
         task = asyncio.create_task(
             self._run(run, conversation, owner_id, question), name=f"conversation-run-{run.id}"
@@ -194,6 +199,21 @@ class Runs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return run
+
+    async def _reopen(self, values: dict[str, Any]) -> int:
+        """The conversation has a turn running: 409, unless its process died (its lease
+        expired), in which case that turn is failed and this one opens."""
+        try:
+            async with self.database().sessionmaker() as session, session.begin():
+                expired = await session.execute(
+                    EXPIRE, {"expiry": LEASE_EXPIRY, "run": None, **values}
+                )
+                if not expired.rowcount:  # type: ignore[attr-defined]
+                    raise TurnInProgress()
+                opened = await session.scalar(OPEN, values)
+                return await session.scalar(UNTIL_TOMORROW) if opened is None else 0
+        except IntegrityError:  # another request opened one meanwhile
+            raise TurnInProgress() from None
 
     async def _run(
         self, run: LiveRun, conversation: Conversation, owner_id: uuid.UUID, question: str

@@ -5,6 +5,7 @@ nothing half-stored, and each user's tokens per day are limited in PostgreSQL.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -206,6 +207,42 @@ async def test_past_the_daily_tokens_a_turn_is_refused_until_midnight_utc(
     # Yesterday's tokens do not count today.
     await session.execute(text("UPDATE token_usage SET day = day - 1"))
     assert (await client.post(mine_url, headers=headers, json={"content": "hi"})).status_code == 201
+
+
+async def test_one_turn_at_a_time_and_a_turn_left_behind_is_interrupted(
+    client: httpx.AsyncClient, session: AsyncSession, model: tuple[ScriptedModel, str]
+) -> None:
+    scripted, _ = model
+    _, headers = await user_with_token(client, session)
+    conversation = await create(client, headers)
+    url = f"{CONVERSATIONS}/{conversation['id']}/messages"
+    scripted.script = [Step(text="Slowly.", first_delay=0.5)]
+    first = asyncio.create_task(client.post(url, headers=headers, json={"content": "One?"}))
+    async with asyncio.timeout(30):
+        await scripted.asked.wait()  # the first turn has reached the model
+    second = await client.post(url, headers=headers, json={"content": "Two?"})
+    assert second.status_code == 409
+    assert second.json()["code"] == "turn_in_progress"
+    assert (await first).status_code == 201
+
+    # A turn whose process died: its lease is not renewed. Whoever follows it is told, and
+    # the conversation takes questions again.
+    await session.execute(
+        text("UPDATE conversation_runs SET status = 'running', updated_at = now() - interval '1h'")
+    )
+    await session.execute(
+        text("DELETE FROM conversation_run_events WHERE event IN ('message', 'done')")
+    )
+    events_url = f"{CONVERSATIONS}/{conversation['id']}/events"
+    followed = parse((await client.get(events_url, headers=headers)).text)
+    assert [e["event"] for e in followed][-2:] == ["error", "done"]
+    assert followed[-2]["data"]["code"] == "run_interrupted"
+    assert (await client.post(url, headers=headers, json={"content": "Three?"})).status_code == 201
+    # Only the latest turn can be followed.
+    stale = {"Last-Event-ID": f"{followed[0]['id'].split(':')[0]}:1"}
+    gone = await client.get(events_url, headers={**headers, **stale})
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "run_not_found"
 
 
 async def read_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
