@@ -223,13 +223,15 @@ def build_graph(
         found, results = state["passages"], []
         searches = state["searches"]
         for call in calls:
+            # Every call counts, a malformed one too: a model that keeps calling is answered
+            # "no more" after max_searches, and then offered no tool at all.
+            searches += 1
             query = _query(call["function"], state["question"])
-            if call["function"]["name"] != SEARCH_TOOL or query is None:
-                content = f"Unknown tool or arguments; the only tool is {SEARCH_TOOL}(query)."
-            elif searches >= max_searches:
+            if searches > max_searches:
                 content = "No more searches in this turn: answer with what you have."
+            elif call["function"]["name"] != SEARCH_TOOL or query is None:
+                content = f"Unknown tool or arguments; the only tool is {SEARCH_TOOL}(query)."
             else:
-                searches += 1
                 found, numbers = await _search(search, state, query, found)
                 content = (
                     "\n\n".join(

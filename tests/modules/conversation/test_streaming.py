@@ -148,6 +148,22 @@ async def test_a_tool_call_streams_with_its_citations_and_the_answer_is_stored(
     assert len(state["history"]) == 4
 
 
+async def test_a_model_that_keeps_calling_tools_is_cut_off(
+    client: httpx.AsyncClient, session: AsyncSession, model: tuple[ScriptedModel, str]
+) -> None:
+    scripted, _ = model
+    scripted.default = Step(search="more")  # every reply asks for another search
+    _, headers = await user_with_token(client, session)
+    kb = await make_kb(client, headers)
+    conversation = await create(client, headers, knowledge_base_ids=[kb])
+    url = f"{CONVERSATIONS}/{conversation['id']}/messages"
+    answered = await client.post(url, headers=headers, json={"content": "Loop?"})
+    assert answered.status_code == 201
+    # AGENT_MAX_TOOL_CALLS (3) searches, then one call offered no tool, whose answer stands.
+    assert len(scripted.requests) == 4
+    assert [("tools" in r) for r in scripted.requests] == [True, True, True, False]
+
+
 async def test_a_model_failing_midway_is_an_error_event_and_stores_nothing(
     client: httpx.AsyncClient,
     session: AsyncSession,
