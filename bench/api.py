@@ -68,7 +68,7 @@ def measure_pair(
     workdir: Path,
 ) -> dict[str, Any]:
     """Throughput of both, alternated run by run; medians of every figure."""
-    for server in (app, baseline):  # warm-up: caches, prepared statements, the pool
+    for server in (app, baseline) if size.warm_up else ():  # caches, statements, the pool
         wrk(server.base_url, endpoint, 1, size.connections, workdir, pinned(LOAD_CORE, []))
     runs: dict[str, list[dict[str, float]]] = {"app": [], "baseline": []}
     for rep in range(repetitions):

@@ -27,11 +27,29 @@ class Size:
     pool_timeout: float | None = None
     # Worker processes the ingestion section measures together, run by run.
     ingestion_workers: tuple[int, ...] = (1, 2, 4)
+    # A second of load on each server before an endpoint's measured runs (the tiny size, a
+    # smoke test whose figures mean nothing, goes without).
+    warm_up: bool = True
 
 
 SIZES = {
     "tiny": Size(
-        "tiny", 1, 1, 8, 8, 0.1, 1, 1, 1, 2, 3, (1,), 0, pool_timeout=30.0, ingestion_workers=(1,)
+        "tiny",
+        1,
+        1,
+        8,
+        8,
+        0.1,
+        1,
+        1,
+        1,
+        2,
+        3,
+        (1,),
+        0,
+        pool_timeout=30.0,
+        ingestion_workers=(1,),
+        warm_up=False,
     ),
     "quick": Size("quick", 4, 3, 16, 8, 0.1, 1, 1, 4, 4, 0, (), 0),
     "full": Size("full", 10, 3, 16, 200, 4.0, 3, 3, 10, 4, 60, (1, 2, 4), 6),

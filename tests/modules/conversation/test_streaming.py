@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -285,50 +286,62 @@ async def test_a_client_that_leaves_resumes_on_another_process(
     settings = {"SSE_HEARTBEAT_SECONDS": "0.3", "MODEL_DAILY_TOKENS_PER_USER": "20"}
     async with serve_asgi(scripted) as url:
         settings["MODEL_BASE_URL"] = f"{url}/v1"
-        async with (
-            uvicorn_process(migrated_db, tmp_path / "a", **settings) as (one, _),
-            uvicorn_process(migrated_db, tmp_path / "b", **settings) as (two, _),
-            httpx.AsyncClient(base_url=f"{one}/api/v1", timeout=30) as first,
-            httpx.AsyncClient(base_url=f"{two}/api/v1", timeout=30) as second,
-        ):
-            headers = await account_at(one, "leaver")
-            created = await first.post("/conversations", headers=headers, json={"title": "t"})
-            conversation = created.json()["id"]
-            url = f"/conversations/{conversation}/messages"
-            seen: list[dict[str, Any]] = []
-            async with first.stream(
-                "POST", url, headers={**headers, **SSE}, json={"content": "Count?"}
-            ) as response:
-                assert response.status_code == 200
-                async for event in read_events(response):
-                    seen.append(event)
-                    if sum(e.get("event") == "token" for e in seen) == 3:
-                        break  # the client goes away
-            assert any("comment" in e for e in seen[:3]), "no heartbeat before the first token"
-            last = [e for e in seen if "id" in e][-1]["id"]
+        async with AsyncExitStack() as processes:
+            (one, _), (two, _) = await asyncio.gather(  # two replicas, started together
+                *(
+                    processes.enter_async_context(
+                        uvicorn_process(migrated_db, tmp_path / name, **settings)
+                    )
+                    for name in "ab"
+                )
+            )
+            await _resume(one, two)
 
-            rest: list[dict[str, Any]] = []
-            async with second.stream(
-                "GET",
-                f"/conversations/{conversation}/events",
-                headers={**headers, "Last-Event-ID": last},
-            ) as response:
-                assert response.status_code == 200
-                rest = [e async for e in read_events(response) if "id" in e]
-            tokens = [e["data"]["text"] for e in [*seen, *rest] if e.get("event") == "token"]
-            assert "".join(tokens) == " ".join(f"w{n}" for n in range(12))
-            run, n = last.split(":")
-            assert [e["id"] for e in rest] == [
-                f"{run}:{k}" for k in range(int(n) + 1, int(n) + 1 + len(rest))
-            ]
-            assert [e["event"] for e in rest[-2:]] == ["message", "done"]
-            history = (await second.get(url, headers=headers)).json()["items"]
-            assert [m["content"] for m in history] == ["Count?", "".join(tokens)]
 
-            # The tokens that turn spent count on every replica.
-            refused = await second.post(url, headers=headers, json={"content": "Again?"})
-            assert refused.status_code == 429
-            assert refused.json()["code"] == "daily_tokens_spent"
+async def _resume(one: str, two: str) -> None:
+    """A client reads three tokens from `one` and leaves, then follows the rest at `two`."""
+    async with (
+        httpx.AsyncClient(base_url=f"{one}/api/v1", timeout=30) as first,
+        httpx.AsyncClient(base_url=f"{two}/api/v1", timeout=30) as second,
+    ):
+        headers = await account_at(one, "leaver")
+        created = await first.post("/conversations", headers=headers, json={"title": "t"})
+        conversation = created.json()["id"]
+        url = f"/conversations/{conversation}/messages"
+        seen: list[dict[str, Any]] = []
+        async with first.stream(
+            "POST", url, headers={**headers, **SSE}, json={"content": "Count?"}
+        ) as response:
+            assert response.status_code == 200
+            async for event in read_events(response):
+                seen.append(event)
+                if sum(e.get("event") == "token" for e in seen) == 3:
+                    break  # the client goes away
+        assert any("comment" in e for e in seen[:3]), "no heartbeat before the first token"
+        last = [e for e in seen if "id" in e][-1]["id"]
+
+        rest: list[dict[str, Any]] = []
+        async with second.stream(
+            "GET",
+            f"/conversations/{conversation}/events",
+            headers={**headers, "Last-Event-ID": last},
+        ) as response:
+            assert response.status_code == 200
+            rest = [e async for e in read_events(response) if "id" in e]
+        tokens = [e["data"]["text"] for e in [*seen, *rest] if e.get("event") == "token"]
+        assert "".join(tokens) == " ".join(f"w{n}" for n in range(12))
+        run, n = last.split(":")
+        assert [e["id"] for e in rest] == [
+            f"{run}:{k}" for k in range(int(n) + 1, int(n) + 1 + len(rest))
+        ]
+        assert [e["event"] for e in rest[-2:]] == ["message", "done"]
+        history = (await second.get(url, headers=headers)).json()["items"]
+        assert [m["content"] for m in history] == ["Count?", "".join(tokens)]
+
+        # The tokens that turn spent count on every replica.
+        refused = await second.post(url, headers=headers, json={"content": "Again?"})
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "daily_tokens_spent"
 
 
 async def test_model_calls_are_traced_with_model_tokens_and_latency(
