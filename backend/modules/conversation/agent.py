@@ -354,6 +354,11 @@ class Agent:
         values: Turn = snapshot.values
         return values
 
+    async def forget(self, conversation_id: uuid.UUID) -> None:
+        """Delete the thread's checkpoints (a conversation deleted while a turn ran: the
+        deletion's trigger came before the turn's checkpoint)."""
+        await self.checkpointer.adelete_thread(str(conversation_id))
+
     async def check_schema(self) -> None:
         """Raise unless the checkpointer's tables are at the version this LangGraph expects."""
         async with self.pool.connection() as connection:

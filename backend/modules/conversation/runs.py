@@ -37,6 +37,7 @@ from backend.db.session import Database
 from backend.modules.conversation.agent import Agent
 from backend.modules.conversation.exceptions import (
     AgentFailed,
+    ConversationNotFound,
     DailyTokensSpent,
     ModelFailed,
     RunInterrupted,
@@ -58,9 +59,15 @@ LEASE_EXPIRY = 30.0
 SHUTDOWN_SECONDS = 20.0
 
 # An `error` event's data: the error a non-streaming turn would answer with.
-ERRORS: dict[str, type[AppError]] = {e.code: e for e in (ModelFailed, AgentFailed, RunInterrupted)}
+ERRORS: dict[str, type[AppError]] = {
+    e.code: e for e in (ModelFailed, AgentFailed, RunInterrupted, ConversationNotFound)
+}
 INTERRUPTED = {"code": RunInterrupted.code, "detail": RunInterrupted.detail}
 AGENT_FAILED = {"code": AgentFailed.code, "detail": AgentFailed.detail}
+DELETED = {
+    "code": ConversationNotFound.code,
+    "detail": "The conversation was deleted while the agent answered; nothing was stored",
+}
 
 # Today in UTC, by the database's clock (every replica's), and the seconds until tomorrow.
 TODAY = "(now() AT TIME ZONE 'utc')::date"
@@ -284,15 +291,31 @@ class Runs:
                     update(Run).where(Run.id == run.id).values(status=status, updated_at=func.now())
                 )
         except Exception:
-            # The conversation was deleted meanwhile, or the database is away: the client that
-            # asked still hears how it ended.
-            logger.warning("Could not store the end of run %s", run.id, exc_info=True)
-            last = [run.next("error", AGENT_FAILED)]
+            # The conversation was deleted meanwhile (its agent state, written as the turn
+            # ended, goes too), or the database is away: the client that asked still hears how
+            # it ended.
+            failure = AGENT_FAILED
+            if await self._deleted(conversation.id):
+                failure = DELETED
+                await self.agent.forget(conversation.id)
+            else:
+                logger.warning("Could not store the end of run %s", run.id, exc_info=True)
+            last = [run.next("error", failure)]
             last.append(Event(last[-1].seq + 1, "done", {"status": "failed"}))
-            outcome = _failure(AGENT_FAILED)
+            outcome = _failure(failure)
         run.outcome = outcome
         for event in last:
             run.publish(event)
+
+    async def _deleted(self, conversation_id: uuid.UUID) -> bool:
+        try:
+            async with self.database().read_sessionmaker() as session:
+                found = await session.scalar(
+                    select(Conversation.id).where(Conversation.id == conversation_id)
+                )
+        except Exception:
+            return False  # the database is away: not known to be deleted
+        return found is None
 
     @staticmethod
     async def _store(

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.core.state import app_state
 from backend.main import create_app
 from backend.modules.conversation.agent import Agent
-from tests.modules.conversation.test_conversation import CONVERSATIONS, create
+from tests.modules.conversation.test_conversation import CHECKPOINT_ROWS, CONVERSATIONS, create
 from tests.modules.knowledge_base.test_knowledge_base import add_text, make_kb
 from tests.modules.knowledge_base.test_tracing import (  # noqa: F401 (a fixture, found by name)
     collector_url,
@@ -260,6 +260,26 @@ async def test_one_turn_at_a_time_and_a_turn_left_behind_is_interrupted(
     gone = await client.get(events_url, headers={**headers, **stale})
     assert gone.status_code == 404
     assert gone.json()["code"] == "run_not_found"
+
+
+async def test_a_conversation_deleted_mid_turn_keeps_no_agent_state(
+    client: httpx.AsyncClient, session: AsyncSession, model: tuple[ScriptedModel, str]
+) -> None:
+    scripted, _ = model
+    _, headers = await user_with_token(client, session)
+    conversation = await create(client, headers)
+    url = f"{CONVERSATIONS}/{conversation['id']}"
+    scripted.script = [Step(text="Too late.", first_delay=0.3)]
+    asking = asyncio.create_task(
+        client.post(f"{url}/messages", headers=headers, json={"content": "Still there?"})
+    )
+    async with asyncio.timeout(30):
+        await scripted.asked.wait()
+    assert (await client.delete(url, headers=headers)).status_code == 204
+    answered = await asking
+    assert answered.status_code == 404
+    assert answered.json()["code"] == "conversation_not_found"
+    assert await session.scalar(CHECKPOINT_ROWS, {"thread": conversation["id"]}) == 0
 
 
 async def read_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
