@@ -28,6 +28,7 @@ class Step:
     drop_after: int | None = None
     first_delay: float = 0.0
     delay: float = 0.0
+    gate: asyncio.Event | None = None  # the reply waits for it (a test sets it)
 
 
 @dataclass
@@ -73,6 +74,8 @@ class ScriptedModel:
             await send({"type": "http.response.body", "body": line, "more_body": True})
 
         await asyncio.sleep(step.first_delay)
+        if step.gate is not None:
+            await step.gate.wait()
         words = step.text.split(" ") if step.text else []
         for n, word in enumerate(words):
             if step.drop_after is not None and n == step.drop_after:

@@ -233,13 +233,15 @@ async def test_one_turn_at_a_time_and_a_turn_left_behind_is_interrupted(
     _, headers = await user_with_token(client, session)
     conversation = await create(client, headers)
     url = f"{CONVERSATIONS}/{conversation['id']}/messages"
-    scripted.script = [Step(text="Slowly.", first_delay=0.5)]
+    held = asyncio.Event()
+    scripted.script = [Step(text="Slowly.", gate=held)]
     first = asyncio.create_task(client.post(url, headers=headers, json={"content": "One?"}))
     async with asyncio.timeout(30):
-        await scripted.asked.wait()  # the first turn has reached the model
+        await scripted.asked.wait()  # the first turn has reached the model, which waits
     second = await client.post(url, headers=headers, json={"content": "Two?"})
     assert second.status_code == 409
     assert second.json()["code"] == "turn_in_progress"
+    held.set()
     assert (await first).status_code == 201
 
     # A turn whose process died: its lease is not renewed. Whoever follows it is told, and
@@ -269,13 +271,15 @@ async def test_a_conversation_deleted_mid_turn_keeps_no_agent_state(
     _, headers = await user_with_token(client, session)
     conversation = await create(client, headers)
     url = f"{CONVERSATIONS}/{conversation['id']}"
-    scripted.script = [Step(text="Too late.", first_delay=0.3)]
+    held = asyncio.Event()
+    scripted.script = [Step(text="Too late.", gate=held)]
     asking = asyncio.create_task(
         client.post(f"{url}/messages", headers=headers, json={"content": "Still there?"})
     )
     async with asyncio.timeout(30):
         await scripted.asked.wait()
     assert (await client.delete(url, headers=headers)).status_code == 204
+    held.set()  # the model answers once the conversation is gone
     answered = await asking
     assert answered.status_code == 404
     assert answered.json()["code"] == "conversation_not_found"
