@@ -113,15 +113,7 @@ def main() -> None:
         delay=args.token_ms / 1000,
     )
     app = ScriptedModel(default=steady, stamped=True)
-    app.requests = _Forgetful()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", backlog=4096)
-
-
-class _Forgetful(list[dict[str, Any]]):
-    """The bench's model keeps no requests."""
-
-    def append(self, _: dict[str, Any]) -> None:
-        pass
 
 
 if __name__ == "__main__":

@@ -128,16 +128,20 @@ def extractive_answer(passages: list[Passage], searched: bool) -> str:
     return "\n\n".join(quoted)
 
 
-def citation(n: int, passage: Passage) -> dict[str, Any]:
-    """The `citation` event's data: `[n]` in the answer, and where it came from."""
+def cited(passage: Passage) -> dict[str, Any]:
+    """Where a passage came from: a stored answer's citation."""
     return {
-        "n": n,
         "document_id": passage["document_id"],
         "title": passage["title"],
         "page": passage["page"],
         "section": passage["section"],
         "chunk_id": passage["chunk_id"],
     }
+
+
+def citation(n: int, passage: Passage) -> dict[str, Any]:
+    """The `citation` event's data: `[n]` in the answer, and where it came from."""
+    return {"n": n, **cited(passage)}
 
 
 def _emit(event: str, data: dict[str, Any]) -> None:
@@ -151,7 +155,7 @@ async def _search(
     list and the numbers of this search's passages."""
     ids = [uuid.UUID(kb) for kb in state["knowledge_base_ids"]]
     _emit("tool_call", {"name": SEARCH_TOOL, "arguments": {"query": query}})
-    passages = await search(query, ids) if ids else []
+    passages = await search(query, ids)
     cited = {p["chunk_id"]: n for n, p in enumerate(found, 1)}
     found = list(found)
     numbers = []

@@ -32,17 +32,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     and the checkpointer's own pool; the runs answering turns. `/readyz` checks that the
     checkpointer's tables are where the installed LangGraph expects them."""
     state = app_state(app)
-    database = state.get(Database)
+
+    def database() -> Database:  # as it is when used (tests swap it)
+        return state.get(Database)
+
     settings = state.get(ConversationSettings)
     model = chat_model(settings, state.find(Tracing))
     search = knowledge_base_search(
-        lambda: state.get(Database),
+        database,
         state.get(Embedder),
         state.get(KnowledgeBaseSettings),
         settings.conversation_passages,
     )
     agent = await Agent.start(
-        database.engine.url,
+        database().engine.url,
         pool_size=settings.checkpointer_pool_size,
         graph=lambda checkpointer: build_graph(
             search,
@@ -53,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
     )
     runs = Runs(
-        lambda: state.get(Database),
+        database,
         agent,
         daily_tokens=settings.model_daily_tokens_per_user if model else 0,
     )
@@ -117,6 +120,8 @@ def knowledge_base_search(
                 )
             ]
             best = sorted(found, key=lambda r: r.score, reverse=True)[:passages]
+            if not best:
+                return []
             cited = select(Document.id, Document.title).where(
                 Document.id.in_({r.document_id for r in best})
             )
@@ -136,7 +141,6 @@ def knowledge_base_search(
     return search
 
 
-AgentDep = Annotated[Agent, Depends(provided(Agent))]
 RunsDep = Annotated[Runs, Depends(provided(Runs))]
 
 

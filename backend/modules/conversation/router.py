@@ -221,6 +221,4 @@ async def follow_events(
     `Last-Event-ID` (`<run>:<n>`, as a browser's EventSource sends it when it reconnects):
     for a client whose stream broke, on any replica. It ends with the turn's `done`."""
     run_id, after = await runs.find(conversation.id, last_event_id)
-    return event_stream(
-        run_id, runs.replay(run_id, conversation.id, after, settings.sse_heartbeat_seconds)
-    )
+    return event_stream(run_id, runs.replay(run_id, after, settings.sse_heartbeat_seconds))

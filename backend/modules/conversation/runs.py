@@ -8,8 +8,8 @@ INSERT for every run's new events, every FLUSH_SECONDS) and renews the leases of
 hosts. A client following from elsewhere reads them back (`replay`). The end of a turn is one
 transaction: the question and the answer in the history, the tokens spent, the run done, and
 its last events (`message`, `done`); a turn that fails stores its error instead and nothing of
-the exchange. A run whose process died (its lease not renewed for LEASE_EXPIRY seconds) is
-failed by whoever next looks at it.
+the exchange. A run whose process died (its lease not renewed for LEASE_EXPIRY seconds) ends
+for its followers with an `error`, and is failed by the conversation's next question.
 
 Events (SSE `event:` names, `data:` JSON, `id:` `<run id>:<n>`): `tool_call` {name,
 arguments}, `citation` {n, document_id, title, page, section, chunk_id}, `token` {text},
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError
 from backend.db.session import Database
-from backend.modules.conversation.agent import Agent
+from backend.modules.conversation.agent import Agent, cited
 from backend.modules.conversation.exceptions import (
     AgentFailed,
     ConversationNotFound,
@@ -100,10 +100,15 @@ RENEW = (
     .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == "running")
     .values(updated_at=func.now())
 )
+# A run's status, and whether it is running on a lapsed lease (its process died).
+RUN_STATE = text(
+    "SELECT status, status = 'running' AND updated_at < now() - make_interval(secs => :expiry) "
+    "AS stale FROM conversation_runs WHERE id = :run"
+)
 EXPIRE = text(
     "UPDATE conversation_runs SET status = 'failed', updated_at = now() "
     "WHERE status = 'running' AND updated_at < now() - make_interval(secs => :expiry) "
-    "AND (id = :run OR conversation_id = :conversation)"
+    "AND conversation_id = :conversation"
 )
 
 
@@ -212,9 +217,7 @@ class Runs:
         expired), in which case that turn is failed and this one opens."""
         try:
             async with self.database().sessionmaker() as session, session.begin():
-                expired = await session.execute(
-                    EXPIRE, {"expiry": LEASE_EXPIRY, "run": None, **values}
-                )
+                expired = await session.execute(EXPIRE, {"expiry": LEASE_EXPIRY, **values})
                 if not expired.rowcount:  # type: ignore[attr-defined]
                     raise TurnInProgress()
                 opened = await session.scalar(OPEN, values)
@@ -326,18 +329,15 @@ class Runs:
         spent: dict[str, int],
     ) -> Exchange:
         asked = Message(conversation_id=conversation.id, role="user", content=question)
+        used = bool(spent["prompt"] or spent["completion"])
         answer = Message(
             conversation_id=conversation.id,
             role="assistant",
             content=turn.get("answer") or "",
-            citations=[
-                {key: p[key] for key in ("document_id", "title", "page", "section", "chunk_id")}
-                for p in turn.get("passages", [])
-            ],
-            prompt_tokens=spent["prompt"] if spent["prompt"] or spent["completion"] else None,
-            completion_tokens=spent["completion"]
-            if spent["prompt"] or spent["completion"]
-            else None,
+            citations=[cited(passage) for passage in turn.get("passages", [])],
+            # None without a model: nothing was counted.
+            prompt_tokens=spent["prompt"] if used else None,
+            completion_tokens=spent["completion"] if used else None,
         )
         session.add_all([asked, answer])
         await session.execute(
@@ -418,18 +418,18 @@ class Runs:
         return found, after
 
     async def replay(
-        self, run_id: uuid.UUID, conversation_id: uuid.UUID, after: int, heartbeat: float
+        self, run_id: uuid.UUID, after: int, heartbeat: float
     ) -> AsyncIterator[Event | None]:
         """A run's events after the `after`-th, read from PostgreSQL as they are stored, until
-        its `done` (made up, with an error before it, for a run whose process died)."""
+        its `done` (made up, with an error before it, for a run whose process died). Reads
+        only: a dead run is failed by the next question asked (`_reopen`)."""
         quiet_since = time.monotonic()
         stalled = 0
         while True:
-            async with self.database().sessionmaker() as session, session.begin():
-                await session.execute(
-                    EXPIRE, {"expiry": LEASE_EXPIRY, "run": run_id, "conversation": None}
-                )
-                status = await session.scalar(select(Run.status).where(Run.id == run_id))
+            async with self.database().read_sessionmaker() as session:
+                run = (
+                    await session.execute(RUN_STATE, {"run": run_id, "expiry": LEASE_EXPIRY})
+                ).one_or_none()
                 rows = (
                     await session.execute(
                         select(RunEvent.seq, RunEvent.event, RunEvent.data)
@@ -438,7 +438,7 @@ class Runs:
                         .limit(1000)
                     )
                 ).all()
-            if status is None:
+            if run is None:
                 return  # deleted with its conversation
             progressed = False
             for row in rows:
@@ -451,9 +451,9 @@ class Runs:
             if progressed:
                 quiet_since, stalled = time.monotonic(), 0
                 continue
-            if status != "running":
+            if run.status != "running" or run.stale:
                 stalled += 1
-                if stalled > 2:  # finished without a `done`: its process died
+                if stalled > 2:  # its process died, before its `done` or with it unstored
                     yield Event(after + 1, "error", INTERRUPTED)
                     yield Event(after + 2, "done", {"status": "failed"})
                     return
